@@ -1,0 +1,196 @@
+package activation
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Socket is one socket a server was given or bound.
+type Socket struct {
+	// Fd is the raw descriptor: non-blocking and close-on-exec.
+	Fd int
+	// Name is the LISTEN_FDNAMES name (systemd's FileDescriptorName=), or
+	// "listen" for a socket waiter bound itself.
+	Name string
+	// Addr is the local address.
+	Addr net.Addr
+	// Listening is false for a connected socket (systemd's Accept=yes): that
+	// one client is served and the process exits.
+	Listening bool
+	// Inherited is true for a socket from systemd, which also holds it.
+	Inherited bool
+	// path is a unix socket file this process created and must remove.
+	path string
+}
+
+// Close closes the descriptor. It never calls shutdown(2): an inherited socket
+// is shared with PID 1 and shutdown would stop it for systemd too.
+func (s *Socket) Close() error {
+	if s == nil || s.Fd < 0 {
+		return nil
+	}
+	err := unix.Close(s.Fd)
+	s.Fd = -1
+	if s.path != "" {
+		os.Remove(s.path)
+	}
+	return err
+}
+
+func (s *Socket) String() string {
+	a := "?"
+	if s.Addr != nil {
+		a = s.Addr.String()
+	}
+	return fmt.Sprintf("%s(%s fd %d)", s.Name, a, s.Fd)
+}
+
+// ErrAddrInUse is wrapped when the address to bind is taken.
+var ErrAddrInUse = errors.New("activation: address already in use")
+
+// inspect fills Addr and Listening for an fd and checks that it is a stream
+// socket.
+func inspect(fd int, name string) (*Socket, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("fd %d is not open: %w", fd, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, fmt.Errorf("fd %d (%s) is not a socket", fd, name)
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return nil, fmt.Errorf("fd %d (%s): SO_TYPE: %w", fd, name, err)
+	}
+	if typ != unix.SOCK_STREAM {
+		return nil, fmt.Errorf("fd %d (%s) is not a stream socket (SO_TYPE %d): waiter serves ListenStream= sockets only", fd, name, typ)
+	}
+	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return nil, fmt.Errorf("fd %d (%s): SO_ACCEPTCONN: %w", fd, name, err)
+	}
+	s := &Socket{Fd: fd, Name: name, Listening: acc == 1}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		s.Addr = sockaddrToAddr(sa)
+	}
+	return s, nil
+}
+
+func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	case *unix.SockaddrUnix:
+		return &net.UnixAddr{Name: a.Name, Net: "unix"}
+	}
+	return nil
+}
+
+// Bind opens a listening socket on listen ("host:port", "[v6]:port", or a unix
+// socket path starting with / or @) or, when listen is empty, on
+// 127.0.0.1:port. A stale unix socket file (no one listening) is replaced.
+func Bind(listen string, port int) (*Socket, error) {
+	network, addr := "tcp", listen
+	if listen == "" {
+		addr = net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	} else if strings.HasPrefix(listen, "/") || strings.HasPrefix(listen, "@") {
+		network = "unix"
+		if strings.HasPrefix(listen, "/") {
+			removeStale(listen)
+		}
+	}
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: %s", ErrAddrInUse, addr)
+		}
+		return nil, fmt.Errorf("activation: listen on %s: %w", addr, err)
+	}
+	if ul, ok := l.(*net.UnixListener); ok {
+		// We remove the file ourselves in Close, from the master only.
+		ul.SetUnlinkOnClose(false)
+	}
+	// Take a raw copy and close the net.Listener, which takes the socket out
+	// of this process's netpoller (see the package doc).
+	fd, err := dupRaw(l.(syscall.Conn))
+	l.Close()
+	if err != nil {
+		return nil, fmt.Errorf("activation: listen on %s: %w", addr, err)
+	}
+	s, err := inspect(fd, "listen")
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if network == "unix" && strings.HasPrefix(listen, "/") {
+		s.path = listen
+	}
+	return s, nil
+}
+
+// dupRaw returns a close-on-exec, non-blocking duplicate of c's descriptor,
+// without calling Fd() (which would make the shared description blocking).
+func dupRaw(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	return nfd, nil
+}
+
+func removeStale(path string) {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close() // someone listens: let Listen fail with "in use"
+		return
+	}
+	os.Remove(path)
+}
+
+// Pick returns the sockets whose names are in names, in that order; an
+// empty names returns all. A name that matches nothing is an error.
+func Pick(all []*Socket, names ...string) ([]*Socket, error) {
+	if len(names) == 0 {
+		return all, nil
+	}
+	var out []*Socket
+	for _, n := range names {
+		found := false
+		for _, s := range all {
+			if s.Name == n {
+				out = append(out, s)
+				found = true
+			}
+		}
+		if !found {
+			var have []string
+			for _, s := range all {
+				have = append(have, s.Name)
+			}
+			return nil, fmt.Errorf("activation: no socket named %q (have %s)", n, strings.Join(have, ", "))
+		}
+	}
+	return out, nil
+}

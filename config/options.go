@@ -1,0 +1,240 @@
+// Package config holds waiter's options: their names (those of Net::Waiter,
+// lower-cased), their defaults, their validation, and their loading from YAML
+// files and command-line flags.
+//
+// It is a leaf package so that the server, the pool, the socket code and a
+// user's main can all share one Options type without import cycles.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options are a server's settings. The yaml keys are Net::Waiter's option
+// names in lower case, plus the ones waiter adds (listen, max_requests, ...).
+// Build one with Default, change fields in Go or load a file over it, then
+// call Validate (Run does).
+type Options struct {
+	// Listen is a "host:port", "[v6]:port" or unix socket path to bind when
+	// systemd passes no socket. It overrides Port.
+	Listen string `yaml:"listen" json:"listen,omitempty"`
+	// Port is bound on 127.0.0.1 when Listen is empty and systemd passes
+	// no socket. 0 asks the kernel for a free port.
+	Port int `yaml:"port" json:"port"`
+
+	// Prefork > 0 starts that many workers that accept by themselves and
+	// grow up to Maxfork; < 0 is a fixed pool of |Prefork|; 0 forks one
+	// worker process per client (forking mode).
+	Prefork int `yaml:"prefork" json:"prefork"`
+	Maxfork int `yaml:"maxfork" json:"maxfork"`
+	// Nofork serves one client at a time in one process.
+	Nofork bool `yaml:"nofork" json:"nofork,omitempty"`
+	// Spares, in forking mode, is how many workers wait ready to be handed
+	// a client, so that no client waits for a process to start.
+	Spares int `yaml:"spares" json:"spares"`
+
+	// Timeout is the accept timeout: on_prefork_child_idle and
+	// on_forking_idle run each time it passes with no client.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// PxIdle is how long a prefork worker may wait for a client before it
+	// exits (the master replaces it if the pool needs it).
+	PxIdle Duration `yaml:"px_idle" json:"px_idle"`
+	// MaxRequests retires a worker after that many clients (0: never).
+	// Each worker's limit is staggered by up to 10% so they do not all
+	// retire at once.
+	MaxRequests int `yaml:"max_requests" json:"max_requests,omitempty"`
+	// GracefulTimeout bounds how long a stop or reload waits for busy
+	// workers before it kills them.
+	GracefulTimeout Duration `yaml:"graceful_timeout" json:"graceful_timeout"`
+	// RequestTimeout (0: off) is how long a worker may be busy with one
+	// client before its stacks are logged and it is killed.
+	RequestTimeout Duration `yaml:"request_timeout" json:"request_timeout,omitempty"`
+	// ClientTimeout (0: off) is an idle read/write deadline set on each
+	// client connection before on_process runs.
+	ClientTimeout Duration `yaml:"client_timeout" json:"client_timeout,omitempty"`
+
+	// SSL serves TLS on every listener with the ssl_* settings.
+	SSL             bool     `yaml:"ssl" json:"ssl,omitempty"`
+	SSLCertFile     string   `yaml:"ssl_cert_file" json:"ssl_cert_file,omitempty"`
+	SSLKeyFile      string   `yaml:"ssl_key_file" json:"ssl_key_file,omitempty"`
+	SSLCAFile       string   `yaml:"ssl_ca_file" json:"ssl_ca_file,omitempty"`
+	SSLVerifyMode   int      `yaml:"ssl_verify_mode" json:"ssl_verify_mode,omitempty"`
+	SSLMinVersion   string   `yaml:"ssl_min_version" json:"ssl_min_version,omitempty"`
+	SSLCiphers      []string `yaml:"ssl_ciphers" json:"ssl_ciphers,omitempty"`
+	HandshakeTimeout Duration `yaml:"handshake_timeout" json:"handshake_timeout"`
+
+	// PropSigusr forwards USR1/USR2 from the master to every worker.
+	PropSigusr bool `yaml:"prop_sigusr" json:"prop_sigusr,omitempty"`
+	// Debug turns on debug log lines (log_debug).
+	Debug bool `yaml:"debug" json:"debug,omitempty"`
+}
+
+// Defaults, as in Net::Waiter where it has one.
+const (
+	DefaultPort            = 9123
+	DefaultMaxfork         = 1024
+	DefaultSpares          = 2
+	DefaultTimeout         = Duration(4 * time.Second)
+	DefaultPxIdle          = Duration(31 * time.Second)
+	DefaultGracefulTimeout = Duration(30 * time.Second)
+	DefaultHandshake       = Duration(10 * time.Second)
+	maxTimeout             = Duration(3600 * time.Second)
+)
+
+// Default returns the options Net::Waiter starts from: forking mode on port
+// 9123, up to 1024 workers, a 4 s accept timeout and a 31 s prefork idle time.
+func Default() Options {
+	return Options{
+		Port:            DefaultPort,
+		Maxfork:         DefaultMaxfork,
+		Spares:          DefaultSpares,
+		Timeout:         DefaultTimeout,
+		PxIdle:          DefaultPxIdle,
+		GracefulTimeout: DefaultGracefulTimeout,
+		HandshakeTimeout: DefaultHandshake,
+		SSLMinVersion:   "1.2",
+	}
+}
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("config: invalid option")
+
+// FieldError names the option that is wrong, its value and why.
+type FieldError struct {
+	Key    string // the yaml key, e.g. "maxfork"
+	Value  string // the value as given
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("option %s: value %q: %s", e.Key, e.Value, e.Reason)
+}
+
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+// Normalize applies Net::Waiter's rules that change values rather than refuse
+// them: a negative prefork is a fixed pool, a zero timeout or a px_idle under
+// a second means the default, and timeout is clamped to one hour. It returns
+// a note for each value it changed, for the log.
+func (o *Options) Normalize() []string {
+	var notes []string
+	if o.Prefork < 0 {
+		o.Prefork = -o.Prefork
+		if o.Maxfork != o.Prefork {
+			o.Maxfork = o.Prefork
+		}
+	}
+	if o.Maxfork == 0 {
+		o.Maxfork = DefaultMaxfork
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Timeout > maxTimeout {
+		notes = append(notes, fmt.Sprintf("timeout %s clamped to %s", o.Timeout, maxTimeout))
+		o.Timeout = maxTimeout
+	}
+	if o.PxIdle >= 0 && o.PxIdle < Duration(time.Second) {
+		o.PxIdle = DefaultPxIdle
+	}
+	if o.GracefulTimeout == 0 {
+		o.GracefulTimeout = DefaultGracefulTimeout
+	}
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = DefaultHandshake
+	}
+	if o.SSLMinVersion == "" {
+		o.SSLMinVersion = "1.2"
+	}
+	return notes
+}
+
+// FixedPool reports whether the pool never grows or shrinks (negative
+// prefork in the user's terms).
+func (o *Options) FixedPool() bool { return o.Prefork > 0 && o.Prefork == o.Maxfork }
+
+// Validate refuses impossible values. It returns the first *FieldError.
+// Call it after Normalize; a negative prefork must be normalized first.
+func (o *Options) Validate() error {
+	bad := func(key string, v any, reason string) error {
+		return &FieldError{Key: key, Value: fmt.Sprint(v), Reason: reason}
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return bad("port", o.Port, "want a port number from 0 to 65535")
+	}
+	if o.Listen != "" && !strings.HasPrefix(o.Listen, "/") && !strings.HasPrefix(o.Listen, "@") {
+		host, port, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return bad("listen", o.Listen, "want host:port, [v6]:port or an absolute unix socket path")
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return bad("listen", o.Listen, "port must be a number from 0 to 65535")
+		}
+		if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+			return bad("listen", o.Listen, "host must be an IP address or localhost (no name lookups at start)")
+		}
+	}
+	if o.Maxfork < 1 {
+		return bad("maxfork", o.Maxfork, "want at least 1")
+	}
+	if o.Maxfork > 65536 {
+		return bad("maxfork", o.Maxfork, "want at most 65536")
+	}
+	if o.Prefork < 0 {
+		return bad("prefork", o.Prefork, "negative prefork must be normalized first (a fixed pool)")
+	}
+	if o.Prefork > o.Maxfork {
+		return bad("maxfork", o.Maxfork, fmt.Sprintf("maxfork must not be less than prefork (%d)", o.Prefork))
+	}
+	if o.Spares < 0 || o.Spares > 256 {
+		return bad("spares", o.Spares, "want 0 to 256")
+	}
+	if o.MaxRequests < 0 {
+		return bad("max_requests", o.MaxRequests, "want 0 (no limit) or more")
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"timeout", o.Timeout}, {"px_idle", o.PxIdle}, {"graceful_timeout", o.GracefulTimeout},
+		{"request_timeout", o.RequestTimeout}, {"client_timeout", o.ClientTimeout},
+		{"handshake_timeout", o.HandshakeTimeout},
+	} {
+		if d.v < 0 {
+			return bad(d.key, d.v, "must not be negative")
+		}
+	}
+	if o.SSLVerifyMode < 0 {
+		return bad("ssl_verify_mode", o.SSLVerifyMode, "want 0 (none), 1 (verify if given) or 2 (require)")
+	}
+	switch o.SSLMinVersion {
+	case "1.0", "1.1", "1.2", "1.3":
+	default:
+		return bad("ssl_min_version", o.SSLMinVersion, "want 1.0, 1.1, 1.2 or 1.3")
+	}
+	if o.SSL {
+		if o.SSLCertFile == "" {
+			return bad("ssl_cert_file", "", "ssl is on: a certificate file is required")
+		}
+		if o.SSLKeyFile == "" {
+			return bad("ssl_key_file", "", "ssl is on: a key file is required")
+		}
+	}
+	return nil
+}
+
+// Mode names the process model the options select.
+func (o *Options) Mode() string {
+	switch {
+	case o.Nofork:
+		return "nofork"
+	case o.Prefork > 0:
+		return "prefork"
+	}
+	return "forking"
+}

@@ -1,0 +1,286 @@
+package pool
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The scoreboard is one memfd, mapped shared by the master and every worker:
+// a header and one slot per worker, each on its own cache line. A slot is
+// written only by its worker (state, counters, heartbeat) except at its two
+// ends: the master claims it before the spawn and frees it after the reap.
+// Every access is an atomic load or store: there is no lock and no signal on
+// the accept/serve path, so any process reads a current BusyKidsCount.
+const (
+	sbMagic     = 0x57414954 // "WAIT"
+	sbVersion   = 1
+	cacheLine   = 64
+	sbHeader    = cacheLine
+	slotSize    = cacheLine
+	slotPID     = 0  // int32
+	slotState   = 4  // uint32
+	slotGen     = 8  // uint32
+	slotServed  = 16 // uint64
+	slotFailed  = 24 // uint64
+	slotBeat    = 32 // int64, monotonic ns
+	slotStarted = 40 // int64, monotonic ns
+	slotBusy    = 48 // int64, monotonic ns when the current client began
+	hdrMagic    = 0
+	hdrVersion  = 4
+	hdrSlots    = 8
+	hdrIdle     = 16 // int32: workers waiting for a client (prefork)
+	hdrWant     = 20 // uint32: 1 while a worker has asked the master to grow
+	hdrFull     = 24 // uint32: 1 while the pool is at maxfork (do not ask)
+	hdrTarget   = 28 // uint32: the pool size the master keeps (px_idle exits stop there)
+)
+
+// Slot states.
+const (
+	stateFree uint32 = iota
+	stateStarting
+	stateIdle
+	stateBusy
+	stateExiting
+)
+
+var stateNames = [...]string{"free", "starting", "idle", "busy", "exiting"}
+
+// Scoreboard is the shared region.
+type Scoreboard struct {
+	fd  int
+	mem []byte
+	n   int
+}
+
+func sbSize(slots int) int { return sbHeader + slots*slotSize }
+
+// NewScoreboard creates a scoreboard for slots workers (master side).
+func NewScoreboard(slots int) (*Scoreboard, error) {
+	fd, err := unix.MemfdCreate("waiter-scoreboard", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("pool: scoreboard memfd: %w", err)
+	}
+	if err := unix.Ftruncate(fd, int64(sbSize(slots))); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pool: scoreboard size: %w", err)
+	}
+	sb, err := mapScoreboard(fd, slots)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	sb.u32(hdrMagic).Store(sbMagic)
+	sb.u32(hdrVersion).Store(sbVersion)
+	sb.u32(hdrSlots).Store(uint32(slots))
+	return sb, nil
+}
+
+// OpenScoreboard maps a scoreboard inherited as fd (worker side) and checks
+// that it is one of ours, of this layout.
+func OpenScoreboard(fd int) (*Scoreboard, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("pool: scoreboard fd %d: %w", fd, err)
+	}
+	if st.Size < sbHeader {
+		return nil, fmt.Errorf("pool: scoreboard fd %d: too small (%d bytes)", fd, st.Size)
+	}
+	slots := int((st.Size - sbHeader) / slotSize)
+	sb, err := mapScoreboard(fd, slots)
+	if err != nil {
+		return nil, err
+	}
+	if sb.u32(hdrMagic).Load() != sbMagic || sb.u32(hdrVersion).Load() != sbVersion || int(sb.u32(hdrSlots).Load()) != slots {
+		sb.Close()
+		return nil, fmt.Errorf("pool: scoreboard fd %d: not a waiter scoreboard of layout %d", fd, sbVersion)
+	}
+	return sb, nil
+}
+
+func mapScoreboard(fd, slots int) (*Scoreboard, error) {
+	mem, err := unix.Mmap(fd, 0, sbSize(slots), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("pool: scoreboard mmap: %w", err)
+	}
+	return &Scoreboard{fd: fd, mem: mem, n: slots}, nil
+}
+
+// Close unmaps the region and closes the memfd.
+func (sb *Scoreboard) Close() error {
+	if sb == nil || sb.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(sb.mem)
+	sb.mem = nil
+	unix.Close(sb.fd)
+	return err
+}
+
+// Fd is the memfd, for passing to workers.
+func (sb *Scoreboard) Fd() int { return sb.fd }
+
+// Slots is the number of slots.
+func (sb *Scoreboard) Slots() int { return sb.n }
+
+func (sb *Scoreboard) u32(off int) *atomic.Uint32 {
+	return (*atomic.Uint32)(unsafe.Pointer(&sb.mem[off]))
+}
+func (sb *Scoreboard) i32(off int) *atomic.Int32 {
+	return (*atomic.Int32)(unsafe.Pointer(&sb.mem[off]))
+}
+func (sb *Scoreboard) u64(off int) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Pointer(&sb.mem[off]))
+}
+func (sb *Scoreboard) i64(off int) *atomic.Int64 {
+	return (*atomic.Int64)(unsafe.Pointer(&sb.mem[off]))
+}
+
+// Slot is one worker's line of the scoreboard.
+type Slot struct {
+	sb  *Scoreboard
+	off int
+	idx int
+}
+
+// Slot returns slot i.
+func (sb *Scoreboard) Slot(i int) Slot { return Slot{sb: sb, off: sbHeader + i*slotSize, idx: i} }
+
+// Index is the slot's number.
+func (s Slot) Index() int { return s.idx }
+
+func (s Slot) PID() int          { return int(s.sb.i32(s.off + slotPID).Load()) }
+func (s Slot) State() uint32     { return s.sb.u32(s.off + slotState).Load() }
+func (s Slot) Gen() int          { return int(s.sb.u32(s.off + slotGen).Load()) }
+func (s Slot) Served() uint64    { return s.sb.u64(s.off + slotServed).Load() }
+func (s Slot) Failed() uint64    { return s.sb.u64(s.off + slotFailed).Load() }
+func (s Slot) Heartbeat() int64  { return s.sb.i64(s.off + slotBeat).Load() }
+func (s Slot) Started() int64    { return s.sb.i64(s.off + slotStarted).Load() }
+func (s Slot) BusySince() int64  { return s.sb.i64(s.off + slotBusy).Load() }
+func (s Slot) SetPID(pid int)    { s.sb.i32(s.off + slotPID).Store(int32(pid)) }
+func (s Slot) AddFailed()        { s.sb.u64(s.off + slotFailed).Add(1) }
+func (s Slot) setState(v uint32) { s.sb.u32(s.off + slotState).Store(v) }
+
+// claim is the master's: it readies a free slot for a worker it is about to
+// start. The pid is filled in once known.
+func (s Slot) claim(gen int) {
+	s.sb.i32(s.off + slotPID).Store(0)
+	s.sb.u32(s.off + slotGen).Store(uint32(gen))
+	s.sb.u64(s.off + slotServed).Store(0)
+	s.sb.u64(s.off + slotFailed).Store(0)
+	s.sb.i64(s.off + slotBusy).Store(0)
+	now := monotonic()
+	s.sb.i64(s.off + slotStarted).Store(now)
+	s.sb.i64(s.off + slotBeat).Store(now)
+	s.setState(stateStarting)
+}
+
+// release is the master's, after the reap. A worker that died while idle
+// still counts in the header's idle counter: take it out.
+func (s Slot) release() {
+	if s.State() == stateIdle {
+		s.sb.i32(hdrIdle).Add(-1)
+	}
+	s.setState(stateFree)
+	s.sb.i32(s.off + slotPID).Store(0)
+}
+
+// Idle is the worker's: it waits for a client.
+func (s Slot) Idle() {
+	s.sb.i64(s.off + slotBeat).Store(monotonic())
+	s.setState(stateIdle)
+	s.sb.i32(hdrIdle).Add(1)
+}
+
+// Busy is the worker's: it has a client. It returns true when this worker
+// was the last idle one and should ask the master for more.
+func (s Slot) Busy() (askGrow bool) {
+	now := monotonic()
+	s.sb.i64(s.off + slotBusy).Store(now)
+	s.sb.i64(s.off + slotBeat).Store(now)
+	wasIdle := s.State() == stateIdle // only this worker writes its state
+	s.setState(stateBusy)
+	if !wasIdle {
+		return false
+	}
+	left := s.sb.i32(hdrIdle).Add(-1)
+	if left > 0 || s.sb.u32(hdrFull).Load() == 1 {
+		return false
+	}
+	// Ask once: the master clears the flag when it has acted.
+	return s.sb.u32(hdrWant).CompareAndSwap(0, 1)
+}
+
+// Done is the worker's: the client is served.
+func (s Slot) Done(failed bool) {
+	s.sb.u64(s.off + slotServed).Add(1)
+	if failed {
+		s.sb.u64(s.off + slotFailed).Add(1)
+	}
+	s.sb.i64(s.off + slotBusy).Store(0)
+}
+
+// Exiting is the worker's: it will serve no more.
+func (s Slot) Exiting() {
+	if s.State() == stateIdle {
+		s.sb.i32(hdrIdle).Add(-1)
+	}
+	s.setState(stateExiting)
+}
+
+// Beat is the worker's heartbeat while it waits.
+func (s Slot) Beat() { s.sb.i64(s.off + slotBeat).Store(monotonic()) }
+
+// Counts returns how many slots are busy and how many are in use.
+func (sb *Scoreboard) Counts() (busy, all int) {
+	for i := 0; i < sb.n; i++ {
+		switch sb.u32(sbHeader + i*slotSize + slotState).Load() {
+		case stateFree:
+		case stateBusy:
+			busy++
+			all++
+		default:
+			all++
+		}
+	}
+	return busy, all
+}
+
+// PIDs returns the pids of the workers in use.
+func (sb *Scoreboard) PIDs() []int {
+	var out []int
+	for i := 0; i < sb.n; i++ {
+		s := sb.Slot(i)
+		if s.State() != stateFree {
+			if p := s.PID(); p > 0 {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func (sb *Scoreboard) target() int      { return int(sb.u32(hdrTarget).Load()) }
+func (sb *Scoreboard) setTarget(n int)  { sb.u32(hdrTarget).Store(uint32(n)) }
+func (sb *Scoreboard) idleCount() int { return int(sb.i32(hdrIdle).Load()) }
+func (sb *Scoreboard) takeWant() bool { return sb.u32(hdrWant).CompareAndSwap(1, 0) }
+func (sb *Scoreboard) setFull(full bool) {
+	v := uint32(0)
+	if full {
+		v = 1
+	}
+	sb.u32(hdrFull).Store(v)
+}
+
+// monotonic is CLOCK_MONOTONIC in ns: the same clock in every process, unlike
+// Go's time.Now monotonic reading, which is private to the process.
+func monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+func sinceMono(t int64) time.Duration { return time.Duration(monotonic() - t) }

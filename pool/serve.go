@@ -1,0 +1,123 @@
+package pool
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/waiter-go/waiter/activation"
+	"github.com/waiter-go/waiter/hooks"
+)
+
+// fdConn makes a net.Conn of a connected socket fd and closes fd. net.FileConn
+// works on a duplicate, which it puts in the netpoller.
+func fdConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "client")
+	c, err := net.FileConn(f)
+	f.Close()
+	return c, err
+}
+
+// idleConn applies client_timeout: each Read and Write may wait at most d,
+// so a client that sends nothing, or reads nothing, frees its worker.
+type idleConn struct {
+	net.Conn
+	d time.Duration
+}
+
+func (c *idleConn) Read(b []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.d))
+	return c.Conn.Read(b)
+}
+
+func (c *idleConn) Write(b []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.d))
+	return c.Conn.Write(b)
+}
+
+// Unwrap returns the connection under the deadlines.
+func (c *idleConn) Unwrap() net.Conn { return c.Conn }
+
+// accepted runs on_accept_ok: the one call site, in whichever process
+// accepted the client.
+func (s *Server) accepted(c net.Conn) { s.hk.AcceptOK(c) }
+
+// closeClient runs on_close and closes the client: the one call site, after
+// on_process and after on_maxforked alike.
+func (s *Server) closeClient(c net.Conn) {
+	s.hk.Close(c)
+	c.Close()
+	s.client.Store(nilConn)
+}
+
+// nilConn is stored instead of nil: atomic.Value refuses nil.
+var nilConn net.Conn = (*net.TCPConn)(nil)
+
+// serve runs one client through the seed's hook order: (on_accept_ok),
+// TLS handshake, on_process, on_close. It returns whether the process should
+// serve more clients (false when on_process returned an error) and whether
+// the client counts as failed.
+func (s *Server) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
+	if d := s.Options.ClientTimeout.D(); d > 0 {
+		c = &idleConn{Conn: c, d: d}
+	}
+	if cfg := s.tls.Load(); cfg != nil {
+		tc := tls.Server(c, cfg)
+		c.SetDeadline(time.Now().Add(s.Options.HandshakeTimeout.D()))
+		if err := tc.Handshake(); err != nil {
+			te := &hooks.TLSError{Peer: c.RemoteAddr(), Err: err}
+			s.log.WithField("PEER", peer(c)).Warnf("waiter: %v", te)
+			s.hk.SSLError(te)
+			c.Close()
+			return true, true
+		}
+		c.SetDeadline(time.Time{})
+		c = tc
+	}
+	s.client.Store(c)
+	if runAcceptOK {
+		s.accepted(c)
+	}
+	err := s.hk.Process(c)
+	s.closeClient(c)
+	if err == nil {
+		return true, false
+	}
+	var pe *hooks.PanicError
+	switch {
+	case errors.Is(err, hooks.ErrStopWorker):
+		s.log.Debug("waiter: on_process asked to stop after this client")
+		return false, false
+	case errors.As(err, &pe):
+		// Logged with its stack by the runner; the server goes on.
+		return false, true
+	default:
+		s.log.WithFields(logrus.Fields{"PEER": peer(c), "HOOK": "on_process"}).Warnf("waiter: on_process: %v", err)
+		return false, true
+	}
+}
+
+func peer(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// loadTLS reads the certificates (at start, and on reload in the master and
+// at start in each worker), so a new client sees a rotated certificate.
+func (s *Server) loadTLS() error {
+	cfg, warns, err := activation.TLSConfig(s.Options)
+	if err != nil {
+		return err
+	}
+	for _, w := range warns {
+		s.log.Warnf("waiter: %s", w)
+	}
+	s.tls.Store(cfg)
+	return nil
+}

@@ -1,0 +1,295 @@
+package pool
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/waiter-go/waiter/activation"
+	"github.com/waiter-go/waiter/config"
+	"github.com/waiter-go/waiter/hooks"
+)
+
+// Exit codes of Run, as in Net::Waiter (0 and 100) plus one for bad options.
+const (
+	ExitOK     = 0
+	ExitConfig = 1   // invalid options, no on_process, a bad environment
+	ExitListen = 100 // the listen socket cannot be created
+)
+
+// Server is a waiter server: options, hooks, and the methods of Net::Waiter
+// that hooks call. Build it with New (or a struct literal), then call Run.
+//
+// The same program runs as the master and, re-executed, as every worker:
+// everything in main before Run runs in each of them, and Run in a worker
+// never returns (the worker exits inside it after on_child_exit).
+type Server struct {
+	// Options; Run normalizes and validates them.
+	Options config.Options
+	// Hooks; OnProcess is required.
+	Hooks hooks.Set
+	// Logger, when nil, is built from Options.Debug and the environment:
+	// text on stderr, or native journald entries under systemd.
+	Logger *logrus.Logger
+	// Sockets, when set, are served instead of systemd's or a bound one.
+	Sockets []*activation.Socket
+	// SocketNames picks systemd sockets by their FileDescriptorName=; empty
+	// serves them all.
+	SocketNames []string
+	// Reload is called by the master on SIGHUP to read the options anew
+	// (waiterd re-reads its file and flags). When nil a reload restarts the
+	// workers with the same options.
+	Reload func() (config.Options, error)
+
+	hk      *hooks.Runner
+	log     *logrus.Entry
+	child   bool
+	sockets []*activation.Socket
+	sb      *Scoreboard
+	slot    Slot
+	master  int
+	tls     atomic.Pointer[tls.Config]
+	client  atomic.Value // net.Conn: the client being served by this process
+	broken  atomic.Bool
+	served  atomic.Uint64 // nofork: clients served by this process
+	failed  atomic.Uint64
+	stopMu  sync.Mutex
+	stopFns []func()
+}
+
+// New returns a server with the given options and hooks.
+func New(opts config.Options, h hooks.Set) *Server {
+	return &Server{Options: opts, Hooks: h}
+}
+
+// ErrNoSockets is returned when there is nothing to serve.
+var ErrNoSockets = errors.New("pool: no sockets to serve")
+
+// BreakMainLoop asks the main loop to end after the current client, as
+// Net::Waiter's break_main_loop does: in the master a graceful stop follows;
+// in a worker, the worker exits after its client.
+func (s *Server) BreakMainLoop() {
+	s.broken.Store(true)
+	s.stopMu.Lock()
+	fns := s.stopFns
+	s.stopMu.Unlock()
+	for _, f := range fns {
+		f()
+	}
+}
+
+func (s *Server) onBreak(f func()) {
+	s.stopMu.Lock()
+	s.stopFns = append(s.stopFns, f)
+	s.stopMu.Unlock()
+}
+
+// SSLInUse reports whether clients are served over TLS.
+func (s *Server) SSLInUse() bool { return s.Options.SSL }
+
+// IsChild reports whether this process is a worker.
+func (s *Server) IsChild() bool { return s.child }
+
+// Listeners returns the sockets being served (get_server_socket). In a
+// worker they are its inherited copies.
+func (s *Server) Listeners() []*activation.Socket { return s.sockets }
+
+// Client returns the client connection this process is serving
+// (get_client_socket), or nil between clients and in the master of a pool.
+func (s *Server) Client() net.Conn {
+	c, _ := s.client.Load().(net.Conn)
+	return c
+}
+
+// PeerCertificateSubject returns the subject of the client's TLS
+// certificate, or "" when there is none.
+func (s *Server) PeerCertificateSubject() string {
+	if tc, ok := s.Client().(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		if len(st.PeerCertificates) > 0 {
+			return st.PeerCertificates[0].Subject.String()
+		}
+	}
+	return ""
+}
+
+// BusyKidsCount returns how many workers are busy with a client and how many
+// there are, read from the shared scoreboard: the same current figures in
+// the master and in every worker. In nofork mode it is (1, 1) while a client
+// is served, else (0, 0).
+func (s *Server) BusyKidsCount() (busy, all int) {
+	if s.sb == nil {
+		if s.Client() != nil {
+			return 1, 1
+		}
+		return 0, 0
+	}
+	return s.sb.Counts()
+}
+
+// KidsCount returns how many workers there are (get_kids_count).
+func (s *Server) KidsCount() int { _, all := s.BusyKidsCount(); return all }
+
+// KidPIDs returns the pids of the workers, from the scoreboard.
+func (s *Server) KidPIDs() []int {
+	if s.sb == nil {
+		return nil
+	}
+	return s.sb.PIDs()
+}
+
+// ParentPID returns the master's pid (get_parent_pid): the process's own pid
+// in the master.
+func (s *Server) ParentPID() int {
+	if s.child {
+		return s.master
+	}
+	return os.Getpid()
+}
+
+// PropagateSignal sends sig to every worker and returns how many it reached.
+func (s *Server) PropagateSignal(sig syscall.Signal) int {
+	n := 0
+	for _, pid := range s.KidPIDs() {
+		if pid != os.Getpid() && syscall.Kill(pid, sig) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Log returns the server's logger, with WORKER_PID set in workers.
+func (s *Server) Log() logrus.FieldLogger {
+	if s.log == nil {
+		return logrus.StandardLogger()
+	}
+	return s.log
+}
+
+// Run serves until stopped and returns ExitOK, ExitConfig or ExitListen. In
+// a worker it does not return.
+func (s *Server) Run() int {
+	if os.Getenv(envRole) != roleMaster {
+		s.runWorker() // never returns
+	}
+	notes := s.Options.Normalize()
+	s.setupLog()
+	for _, n := range notes {
+		s.log.Warn(n)
+	}
+	if err := s.Options.Validate(); err != nil {
+		s.log.Errorf("waiter: not starting: %v", err)
+		return ExitConfig
+	}
+	if s.Hooks.OnProcess == nil {
+		s.log.Errorf("waiter: not starting: %v", hooks.ErrNoProcess)
+		return ExitConfig
+	}
+	if err := s.loadTLS(); err != nil {
+		s.log.Errorf("waiter: not starting: %v", err)
+		return ExitConfig
+	}
+	s.hk.ServerBegin()
+	code, err := s.openSockets()
+	if err != nil {
+		s.log.Errorf("waiter: %v", err)
+		return code
+	}
+	defer s.closeSockets()
+	s.hk.ListenOK()
+	for _, sk := range s.sockets {
+		s.log.WithField("mode", s.Options.Mode()).Infof("waiter: serving %s", sk)
+	}
+	switch {
+	case len(s.sockets) == 1 && !s.sockets[0].Listening:
+		return s.runConnected(s.sockets[0])
+	case s.Options.Nofork:
+		return s.runNofork()
+	default:
+		return s.runMaster()
+	}
+}
+
+func (s *Server) setupLog() {
+	l := s.Logger
+	if l == nil {
+		l = newLogger(s.Options.Debug, s.Hooks)
+		s.Logger = l
+	}
+	s.log = logrus.NewEntry(l)
+	if s.child {
+		s.log = s.log.WithField("WORKER_PID", os.Getpid())
+	}
+	s.hk = hooks.NewRunner(s.Hooks, s.log)
+}
+
+// openSockets takes the user's sockets, systemd's, or binds one, in that
+// order. A bind failure returns ExitListen with one clear error.
+func (s *Server) openSockets() (int, error) {
+	all := s.Sockets
+	if all == nil {
+		var err error
+		all, err = activation.FromEnv()
+		if err != nil {
+			return ExitConfig, err
+		}
+	}
+	if len(all) > 0 {
+		picked, err := activation.Pick(all, s.SocketNames...)
+		if err != nil {
+			return ExitConfig, err
+		}
+		for _, sk := range all {
+			if !contains(picked, sk) {
+				sk.Close()
+			}
+		}
+		s.sockets = picked
+	} else {
+		sk, err := activation.Bind(s.Options.Listen, s.Options.Port)
+		if err != nil {
+			return ExitListen, fmt.Errorf("cannot create the listen socket: %w", err)
+		}
+		s.sockets = []*activation.Socket{sk}
+	}
+	connected := 0
+	for _, sk := range s.sockets {
+		if !sk.Listening {
+			connected++
+		}
+	}
+	if connected > 0 && len(s.sockets) != 1 {
+		return ExitConfig, fmt.Errorf("pool: %d connected sockets among %d: Accept=yes passes exactly one", connected, len(s.sockets))
+	}
+	return ExitOK, nil
+}
+
+func contains(l []*activation.Socket, s *activation.Socket) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) closeSockets() {
+	for _, sk := range s.sockets {
+		sk.Close()
+	}
+}
+
+func (s *Server) listenFds() []int {
+	fds := make([]int, len(s.sockets))
+	for i, sk := range s.sockets {
+		fds[i] = sk.Fd
+	}
+	return fds
+}

@@ -1,0 +1,33 @@
+package waiter
+
+import (
+	"github.com/waiter-go/waiter/config"
+	"github.com/waiter-go/waiter/hooks"
+	"github.com/waiter-go/waiter/pool"
+)
+
+// Server is a waiter server; see package pool for its methods.
+type Server = pool.Server
+
+// Options are a server's settings; see package config.
+type Options = config.Options
+
+// Hooks are the functions a server calls; see package hooks.
+type Hooks = hooks.Set
+
+// Exit codes of Run.
+const (
+	ExitOK     = pool.ExitOK
+	ExitConfig = pool.ExitConfig
+	ExitListen = pool.ExitListen
+)
+
+// ErrStopWorker, returned by OnProcess, ends a prefork worker after its
+// client without a warning.
+var ErrStopWorker = hooks.ErrStopWorker
+
+// DefaultOptions returns Net::Waiter's defaults: forking mode on port 9123.
+func DefaultOptions() Options { return config.Default() }
+
+// New returns a server with the given options and hooks.
+func New(opts Options, h Hooks) *Server { return pool.New(opts, h) }
