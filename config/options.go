@@ -59,13 +59,13 @@ type Options struct {
 	ClientTimeout Duration `yaml:"client_timeout" json:"client_timeout,omitempty"`
 
 	// SSL serves TLS on every listener with the ssl_* settings.
-	SSL             bool     `yaml:"ssl" json:"ssl,omitempty"`
-	SSLCertFile     string   `yaml:"ssl_cert_file" json:"ssl_cert_file,omitempty"`
-	SSLKeyFile      string   `yaml:"ssl_key_file" json:"ssl_key_file,omitempty"`
-	SSLCAFile       string   `yaml:"ssl_ca_file" json:"ssl_ca_file,omitempty"`
-	SSLVerifyMode   int      `yaml:"ssl_verify_mode" json:"ssl_verify_mode,omitempty"`
-	SSLMinVersion   string   `yaml:"ssl_min_version" json:"ssl_min_version,omitempty"`
-	SSLCiphers      []string `yaml:"ssl_ciphers" json:"ssl_ciphers,omitempty"`
+	SSL              bool     `yaml:"ssl" json:"ssl,omitempty"`
+	SSLCertFile      string   `yaml:"ssl_cert_file" json:"ssl_cert_file,omitempty"`
+	SSLKeyFile       string   `yaml:"ssl_key_file" json:"ssl_key_file,omitempty"`
+	SSLCAFile        string   `yaml:"ssl_ca_file" json:"ssl_ca_file,omitempty"`
+	SSLVerifyMode    int      `yaml:"ssl_verify_mode" json:"ssl_verify_mode,omitempty"`
+	SSLMinVersion    string   `yaml:"ssl_min_version" json:"ssl_min_version,omitempty"`
+	SSLCiphers       []string `yaml:"ssl_ciphers" json:"ssl_ciphers,omitempty"`
 	HandshakeTimeout Duration `yaml:"handshake_timeout" json:"handshake_timeout"`
 
 	// PropSigusr forwards USR1/USR2 from the master to every worker.
@@ -90,14 +90,14 @@ const (
 // 9123, up to 1024 workers, a 4 s accept timeout and a 31 s prefork idle time.
 func Default() Options {
 	return Options{
-		Port:            DefaultPort,
-		Maxfork:         DefaultMaxfork,
-		Spares:          DefaultSpares,
-		Timeout:         DefaultTimeout,
-		PxIdle:          DefaultPxIdle,
-		GracefulTimeout: DefaultGracefulTimeout,
+		Port:             DefaultPort,
+		Maxfork:          DefaultMaxfork,
+		Spares:           DefaultSpares,
+		Timeout:          DefaultTimeout,
+		PxIdle:           DefaultPxIdle,
+		GracefulTimeout:  DefaultGracefulTimeout,
 		HandshakeTimeout: DefaultHandshake,
-		SSLMinVersion:   "1.2",
+		SSLMinVersion:    "1.2",
 	}
 }
 

@@ -54,9 +54,11 @@ func (r *Runner) call(hook string, f func()) (err error) {
 	return nil
 }
 
-func (r *Runner) ServerBegin() error  { return r.call("on_server_begin", r.set.OnServerBegin) }
-func (r *Runner) ListenOK() error     { return r.call("on_listen_ok", r.set.OnListenOK) }
-func (r *Runner) PreforkIdle() error  { return r.call("on_prefork_child_idle", r.set.OnPreforkChildIdle) }
+func (r *Runner) ServerBegin() error { return r.call("on_server_begin", r.set.OnServerBegin) }
+func (r *Runner) ListenOK() error    { return r.call("on_listen_ok", r.set.OnListenOK) }
+func (r *Runner) PreforkIdle() error {
+	return r.call("on_prefork_child_idle", r.set.OnPreforkChildIdle)
+}
 func (r *Runner) ForkingIdle() error  { return r.call("on_forking_idle", r.set.OnForkingIdle) }
 func (r *Runner) ChildStart() error   { return r.call("on_child_start", r.set.OnChildStart) }
 func (r *Runner) ChildExit() error    { return r.call("on_child_exit", r.set.OnChildExit) }

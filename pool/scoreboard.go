@@ -263,10 +263,10 @@ func (sb *Scoreboard) PIDs() []int {
 	return out
 }
 
-func (sb *Scoreboard) target() int      { return int(sb.u32(hdrTarget).Load()) }
-func (sb *Scoreboard) setTarget(n int)  { sb.u32(hdrTarget).Store(uint32(n)) }
-func (sb *Scoreboard) idleCount() int { return int(sb.i32(hdrIdle).Load()) }
-func (sb *Scoreboard) takeWant() bool { return sb.u32(hdrWant).CompareAndSwap(1, 0) }
+func (sb *Scoreboard) target() int     { return int(sb.u32(hdrTarget).Load()) }
+func (sb *Scoreboard) setTarget(n int) { sb.u32(hdrTarget).Store(uint32(n)) }
+func (sb *Scoreboard) idleCount() int  { return int(sb.i32(hdrIdle).Load()) }
+func (sb *Scoreboard) takeWant() bool  { return sb.u32(hdrWant).CompareAndSwap(1, 0) }
 func (sb *Scoreboard) setFull(full bool) {
 	v := uint32(0)
 	if full {

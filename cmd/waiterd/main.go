@@ -27,6 +27,10 @@ var version = "dev"
 type demo struct {
 	// Echo greets, then echoes lines until the client closes its side.
 	Echo bool `yaml:"echo"`
+	// FaultWedgeOnUSR2 makes SIGUSR2 wedge the master's supervisor loop
+	// forever, so that the end-to-end tests can watch systemd's watchdog
+	// kill and restart it. Off unless a config file turns it on.
+	FaultWedgeOnUSR2 bool `yaml:"fault_wedge_on_usr2"`
 }
 
 func main() {
@@ -34,6 +38,9 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "units" {
+		return unitsMain(args[1:], os.Stdout, stderr)
+	}
 	fs := flag.NewFlagSet("waiterd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "YAML file of options (keys as the flags, with _ for -)")
@@ -79,7 +86,14 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "waiterd: %v\n", err)
 		return waiter.ExitConfig
 	}
-	srv := waiter.New(o, waiter.Hooks{OnProcess: func(c net.Conn) error { return greet(c, dd.Echo) }})
+	h := waiter.Hooks{OnProcess: func(c net.Conn) error { return greet(c, dd.Echo) }}
+	if dd.FaultWedgeOnUSR2 {
+		h.OnSigUSR2 = func() {
+			fmt.Fprintln(stderr, "waiterd: fault_wedge_on_usr2: wedging the master's loop forever")
+			select {}
+		}
+	}
+	srv := waiter.New(o, h)
 	srv.Reload = func() (config.Options, error) {
 		o, _, err := load()
 		return o, err
