@@ -51,6 +51,21 @@ func (s *Socket) String() string {
 	return fmt.Sprintf("%s(%s fd %d)", s.Name, a, s.Fd)
 }
 
+// FromFd wraps a socket fd the program already holds (for example one passed
+// by a supervisor other than systemd). It must be a stream socket; it is made
+// close-on-exec and non-blocking, and the Socket owns it from now on.
+func FromFd(fd int, name string) (*Socket, error) {
+	s, err := inspect(fd, name)
+	if err != nil {
+		return nil, fmt.Errorf("activation: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("activation: fd %d: set non-blocking: %w", fd, err)
+	}
+	return s, nil
+}
+
 // ErrAddrInUse is wrapped when the address to bind is taken.
 var ErrAddrInUse = errors.New("activation: address already in use")
 

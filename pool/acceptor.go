@@ -22,12 +22,18 @@ import (
 // A wake pipe is in the set too, so that a stop or reload ends the wait at
 // once, with no client accepted and then dropped.
 type acceptor struct {
+	// wasted is called for a wake-up that found no client (EAGAIN).
+	wasted  func()
 	ep      int
 	fds     []int
 	wakeR   int
 	wakeW   int
 	events  []unix.EpollEvent
 	pending []int // listener indexes reported ready, not yet tried
+	// pause grows after each accept error (EMFILE and the like) and is
+	// slept before the next try: the listener stays readable, and without
+	// it a level-triggered wait would spin and flood the log.
+	pause time.Duration
 }
 
 var errWoken = errors.New("pool: acceptor woken")
@@ -71,6 +77,9 @@ func (a *acceptor) wake() { unix.Write(a.wakeW, []byte{1}) }
 // The fd is left blocking on purpose: os.NewFile then does not register it in
 // the netpoller, and net.FileConn registers the duplicate it makes.
 func (a *acceptor) accept(timeout time.Duration) (int, int, error) {
+	if a.pause > 0 {
+		time.Sleep(a.pause)
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		for len(a.pending) > 0 {
@@ -79,11 +88,20 @@ func (a *acceptor) accept(timeout time.Duration) (int, int, error) {
 			nfd, _, err := unix.Accept4(a.fds[i], unix.SOCK_CLOEXEC)
 			switch {
 			case err == nil:
+				a.pause = 0
 				return nfd, i, nil
-			case err == unix.EAGAIN || err == unix.EINTR || err == unix.ECONNABORTED:
-				// Another worker took it, or the client left: not an error.
+			case err == unix.EAGAIN:
+				// Another process took it: a wasted wake-up, counted so
+				// the herd can be measured.
+				if a.wasted != nil {
+					a.wasted()
+				}
 				continue
+			case err == unix.EINTR || err == unix.ECONNABORTED:
+				continue // the client left before we took it
 			default:
+				a.pause = min(max(2*a.pause, 5*time.Millisecond), time.Second)
+				a.pending = a.pending[:0]
 				return -1, i, fmt.Errorf("accept on fd %d: %w", a.fds[i], err)
 			}
 		}

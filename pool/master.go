@@ -394,7 +394,7 @@ func (m *master) backoff() time.Duration {
 func (m *master) live(kind kidKind) int {
 	n := 0
 	for _, k := range m.kids {
-		if k.kind == kind && k.gen == m.gen && k.termAt.IsZero() {
+		if k.kind == kind && k.gen == m.gen && k.termAt.IsZero() && !(kind == kindSpare && k.client) {
 			n++
 		}
 	}
@@ -431,11 +431,17 @@ func (m *master) grow() {
 	if m.stopping || m.o.Prefork == 0 || time.Now().Before(m.nextSpawn) {
 		return
 	}
-	have := 0
+	have, starting := 0, 0
 	for _, k := range m.kids {
 		if k.kind == kindWorker && k.termAt.IsZero() {
 			have++
+			if !k.ready {
+				starting++
+			}
 		}
+	}
+	if starting > 0 {
+		return // workers about to be idle: no need for more yet
 	}
 	n := min(max(1, have/2), m.o.Maxfork-have)
 	if n > 0 {

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"runtime"
@@ -53,7 +54,7 @@ func (s *Server) runNofork() int {
 		}
 		c, err := fdConn(fd)
 		if err != nil {
-			s.log.Warnf("waiter: accepted socket: %v", err)
+			s.acceptFailed(fmt.Errorf("accepted socket: %w", err))
 			continue
 		}
 		_, failed := s.serve(c, true)

@@ -29,6 +29,7 @@ const (
 	slotBeat    = 32 // int64, monotonic ns
 	slotStarted = 40 // int64, monotonic ns
 	slotBusy    = 48 // int64, monotonic ns when the current client began
+	slotWasted  = 56 // uint64: wake-ups that found no client (herd measure)
 	hdrMagic    = 0
 	hdrVersion  = 4
 	hdrSlots    = 8
@@ -171,6 +172,7 @@ func (s Slot) claim(gen int) {
 	s.sb.u32(s.off + slotGen).Store(uint32(gen))
 	s.sb.u64(s.off + slotServed).Store(0)
 	s.sb.u64(s.off + slotFailed).Store(0)
+	s.sb.u64(s.off + slotWasted).Store(0)
 	s.sb.i64(s.off + slotBusy).Store(0)
 	now := monotonic()
 	s.sb.i64(s.off + slotStarted).Store(now)
@@ -231,6 +233,10 @@ func (s Slot) Exiting() {
 	s.setState(stateExiting)
 }
 
+// Wasted counts a wake-up that found no client to accept.
+func (s Slot) Wasted()             { s.sb.u64(s.off + slotWasted).Add(1) }
+func (s Slot) WastedCount() uint64 { return s.sb.u64(s.off + slotWasted).Load() }
+
 // Beat is the worker's heartbeat while it waits.
 func (s Slot) Beat() { s.sb.i64(s.off + slotBeat).Store(monotonic()) }
 
@@ -284,3 +290,37 @@ func monotonic() int64 {
 }
 
 func sinceMono(t int64) time.Duration { return time.Duration(monotonic() - t) }
+
+// SlotInfo is a snapshot of one worker's slot, for status pages and tests.
+type SlotInfo struct {
+	Slot   int
+	PID    int
+	State  string
+	Gen    int
+	Served uint64
+	Failed uint64
+	// Wasted counts wake-ups that found no client (the thundering herd).
+	Wasted uint64
+	// Age is how long ago the worker started; Busy how long it has been
+	// with its current client (0 when idle).
+	Age, Busy time.Duration
+}
+
+// Snapshot returns the slots in use.
+func (sb *Scoreboard) Snapshot() []SlotInfo {
+	var out []SlotInfo
+	for i := 0; i < sb.n; i++ {
+		s := sb.Slot(i)
+		st := s.State()
+		if st == stateFree {
+			continue
+		}
+		in := SlotInfo{Slot: i, PID: s.PID(), State: stateNames[min(int(st), len(stateNames)-1)], Gen: s.Gen(),
+			Served: s.Served(), Failed: s.Failed(), Wasted: s.WastedCount(), Age: sinceMono(s.Started())}
+		if b := s.BusySince(); st == stateBusy && b > 0 {
+			in.Busy = sinceMono(b)
+		}
+		out = append(out, in)
+	}
+	return out
+}

@@ -69,6 +69,11 @@ func New(opts config.Options, h hooks.Set) *Server {
 	return &Server{Options: opts, Hooks: h}
 }
 
+// IsWorker reports whether this process is a worker started by a waiter
+// master. A main can use it to skip set-up that only the master needs, since
+// everything before Run runs in every worker too.
+func IsWorker() bool { return os.Getenv(envRole) != roleMaster }
+
 // ErrNoSockets is returned when there is nothing to serve.
 var ErrNoSockets = errors.New("pool: no sockets to serve")
 
@@ -134,6 +139,15 @@ func (s *Server) BusyKidsCount() (busy, all int) {
 	return s.sb.Counts()
 }
 
+// Scoreboard returns a snapshot of every worker's slot (pid, state, clients
+// served, ...), in the master and in workers alike; nil in nofork mode.
+func (s *Server) Scoreboard() []SlotInfo {
+	if s.sb == nil {
+		return nil
+	}
+	return s.sb.Snapshot()
+}
+
 // KidsCount returns how many workers there are (get_kids_count).
 func (s *Server) KidsCount() int { _, all := s.BusyKidsCount(); return all }
 
@@ -176,7 +190,7 @@ func (s *Server) Log() logrus.FieldLogger {
 // Run serves until stopped and returns ExitOK, ExitConfig or ExitListen. In
 // a worker it does not return.
 func (s *Server) Run() int {
-	if os.Getenv(envRole) != roleMaster {
+	if IsWorker() {
 		s.runWorker() // never returns
 	}
 	notes := s.Options.Normalize()

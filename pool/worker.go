@@ -88,6 +88,7 @@ func (s *Server) runWorker() {
 			s.exitWorker(ExitConfig, err.Error())
 		}
 		wake = acc.wake
+		acc.wasted = s.slot.Wasted
 		s.onBreak(acc.wake)
 		s.preforkLoop(acc, &stop)
 	case roleOneshot:
@@ -186,7 +187,7 @@ func (s *Server) preforkLoop(acc *acceptor, stop *atomic.Bool) {
 		}
 		c, err := fdConn(fd)
 		if err != nil {
-			s.log.Warnf("waiter: accepted socket: %v", err)
+			s.acceptFailed(fmt.Errorf("accepted socket: %w", err))
 			s.slot.Done(true)
 			s.slot.Idle()
 			continue

@@ -1,0 +1,167 @@
+package pool_test
+
+import (
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/waiter-go/waiter/config"
+)
+
+func forking(spares, max int, mut func(*config.Options)) config.Options {
+	return opts(func(o *config.Options) {
+		o.Prefork, o.Spares, o.Maxfork = 0, spares, max
+		if mut != nil {
+			mut(o)
+		}
+	})
+}
+
+func TestForkingEachClientInItsOwnProcess(t *testing.T) {
+	for _, spares := range []int{0, 2} {
+		t.Run(map[int]string{0: "no spares", 2: "2 spares"}[spares], func(t *testing.T) {
+			p := start(t, forking(spares, 16, nil))
+			pids := map[string]bool{}
+			for i := 0; i < 10; i++ {
+				s := strings.TrimSpace(mustTalk(t, p.addr, "pid"))
+				if s == "" || s == "0" || pids[s] {
+					t.Fatalf("client %d: pid %q reused or empty (have %v)", i, s, pids)
+				}
+				pids[s] = true
+			}
+			if pids[strings.TrimSpace(strconv.Itoa(p.pid()))] {
+				t.Fatal("the master served a client itself")
+			}
+			eventually(t, 5*time.Second, "no zombie and only the spares left", func() bool {
+				return zombies(p.pid()) == 0 && len(children(p.pid())) == spares
+			})
+		})
+	}
+}
+
+func TestForkingHookOrder(t *testing.T) {
+	// A long accept timeout: on_forking_idle must not interleave.
+	p := start(t, forking(0, 4, func(o *config.Options) { o.Timeout = config.Duration(time.Minute) }))
+	if s := mustTalk(t, p.addr, "hello"); s != "hello world\n" {
+		t.Fatalf("have %q", s)
+	}
+	eventually(t, 5*time.Second, "on_sig_child", func() bool { return p.count("on_sig_child") == 1 })
+	master := strconv.Itoa(p.pid())
+	var seq []string
+	for _, e := range p.readEvents() {
+		f := strings.Fields(e)
+		where := "worker"
+		if f[1] == master {
+			where = "master"
+		}
+		seq = append(seq, f[0]+"@"+where)
+	}
+	want := "on_server_begin@master on_listen_ok@master on_accept_ok@master on_fork_ok@master on_child_start@worker on_process@worker on_close@worker on_child_exit@worker on_sig_child@master"
+	if have := strings.Join(seq, " "); have != want {
+		t.Fatalf("hook order:\nwant %s\nhave %s", want, have)
+	}
+}
+
+func TestForkingMaxforked(t *testing.T) {
+	p := start(t, forking(1, 2, nil))
+	hold(t, p.addr)
+	hold(t, p.addr)
+	if s := mustTalk(t, p.addr, "hello"); s != "busy, try later\n" {
+		t.Fatalf("beyond maxfork: want on_maxforked's reply, have %q", s)
+	}
+	if p.count("on_maxforked") != 1 {
+		t.Fatalf("on_maxforked: want 1, have %d", p.count("on_maxforked"))
+	}
+	// on_close runs for the refused client too, in the master.
+	master := strconv.Itoa(p.pid())
+	found := false
+	for _, e := range p.readEvents() {
+		if strings.HasPrefix(e, "on_close "+master) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("on_close did not run in the master for the refused client")
+	}
+}
+
+// Net::Waiter's per-connection children kept the listening socket open.
+func TestForkingWorkerHoldsNoListener(t *testing.T) {
+	for _, spares := range []int{0, 2} {
+		p := start(t, forking(spares, 4, nil))
+		if s := mustTalk(t, p.addr, "listeners"); s != "0\n" {
+			t.Fatalf("spares %d: a forking worker holds %q listening sockets, want 0", spares, s)
+		}
+	}
+}
+
+// on_forking_idle runs on accept timeouts only; Net::Waiter ran it on every
+// signal too.
+func TestForkingIdleOnlyOnTimeouts(t *testing.T) {
+	p := start(t, forking(0, 4, func(o *config.Options) { o.Timeout = config.Duration(400 * time.Millisecond) }))
+	time.Sleep(100 * time.Millisecond)
+	for i := 0; i < 20; i++ {
+		p.signal(syscall.SIGUSR1)
+		time.Sleep(30 * time.Millisecond)
+	}
+	time.Sleep(1000*time.Millisecond - 600*time.Millisecond)
+	// About 1 s has passed: two or three timeouts, whatever the signals.
+	n := p.count("on_forking_idle")
+	if n < 1 || n > 3 {
+		t.Fatalf("on_forking_idle: want 1 to 3 in ~1s with a 400ms timeout, have %d (on_sig_usr1: %d)", n, p.count("on_sig_usr1"))
+	}
+}
+
+func TestForkingGracefulStopAndKillMaster(t *testing.T) {
+	p := start(t, forking(2, 8, nil))
+	c := hold(t, p.addr)
+	p.signal(syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	if _, err := c.Write([]byte("x\n")); err != nil {
+		t.Fatalf("the busy client was cut by the stop: %v", err)
+	}
+	c.Close()
+	if code := p.wait(5 * time.Second); code != 0 {
+		t.Fatalf("exit: %d", code)
+	}
+
+	q := start(t, forking(2, 8, nil))
+	hold(t, q.addr)
+	eventually(t, 5*time.Second, "3 workers (2 spares, 1 busy)", func() bool { return len(children(q.pid())) == 3 })
+	kids := children(q.pid())
+	q.signal(syscall.SIGKILL)
+	eventually(t, time.Second, "every worker gone within 1s", func() bool {
+		for _, k := range kids {
+			if alive(k) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestAcceptErrorCallsHookAndDoesNotSpin(t *testing.T) {
+	p := start(t, opts(func(o *config.Options) { o.Nofork = true }), "WAITERTEST_EMFILE=1")
+	eventually(t, 5*time.Second, "the fd limit set", func() bool { return p.count("emfile_set") == 1 })
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	eventually(t, 5*time.Second, "on_accept_error", func() bool { return p.count("on_accept_error") > 0 })
+	time.Sleep(time.Second)
+	if n := p.count("on_accept_error"); n > 20 {
+		t.Fatalf("accept errors spin: %d in about a second", n)
+	}
+	if !strings.Contains(p.readEvents()[len(p.readEvents())-1], "too_many_open_files") {
+		t.Fatalf("want EMFILE in the hook's error: %v", p.readEvents())
+	}
+	if !alive(p.pid()) {
+		t.Fatal("the server died")
+	}
+	_ = os.Getpid
+}

@@ -1,0 +1,203 @@
+package pool_test
+
+// Real-process tests: the test binary re-executes itself as a waiter server
+// (and the server re-executes it again as its workers), as tableflip's
+// tests do. TestMain sees WAITERTEST_SCENARIO and becomes the server.
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/waiter-go/waiter/activation"
+	"github.com/waiter-go/waiter/config"
+	"github.com/waiter-go/waiter/hooks"
+	"github.com/waiter-go/waiter/pool"
+)
+
+const (
+	envScenario = "WAITERTEST_SCENARIO" // "1": be the server
+	envOpts     = "WAITERTEST_OPTS"     // options, JSON
+	envEvents   = "WAITERTEST_EVENTS"   // file to append hook events to
+	envFd       = "WAITERTEST_FD"       // a listener passed as this fd
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envScenario) != "" {
+		os.Exit(scenarioServer().Run())
+	}
+	os.Exit(m.Run())
+}
+
+// record appends one line "hook pid args" to the events file. O_APPEND
+// writes of one short line are atomic, so workers can share the file.
+// The file is opened once per process, so that recording works when the
+// process has no fd to spare (the EMFILE test).
+func record(hook string, args ...any) {
+	eventsOnce.Do(func() {
+		if path := os.Getenv(envEvents); path != "" {
+			eventsFile, _ = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		}
+	})
+	f := eventsFile
+	if f == nil {
+		return
+	}
+	line := fmt.Sprintf("%s %d", hook, os.Getpid())
+	for _, a := range args {
+		line += " " + fmt.Sprint(a)
+	}
+	f.WriteString(line + "\n")
+}
+
+var (
+	eventsOnce sync.Once
+	eventsFile *os.File
+)
+
+// scenarioServer is the server the tests run. Each client first sends one
+// command line; on_process acts on it:
+//
+//	hello   "hello world\n"
+//	pid     the serving process's pid
+//	busy    "busy=B all=A" from BusyKidsCount, as seen by the server
+//	hold    "held\n", then waits until the client closes its side
+//	panic   panics in on_process
+//	exit    os.Exit(3) inside on_process
+//	block   blocks forever
+//	closeit closes the connection itself and returns
+//	stop    "stopping\n" and returns ErrStopWorker
+//	reset   waits for the client to reset, then writes twice
+func scenarioServer() *pool.Server {
+	var opts config.Options
+	if err := json.Unmarshal([]byte(os.Getenv(envOpts)), &opts); err != nil {
+		fmt.Fprintln(os.Stderr, "scenario options:", err)
+		os.Exit(90)
+	}
+	var srv *pool.Server
+	h := hooks.Set{
+		OnServerBegin: func() { record("on_server_begin") },
+		OnListenOK: func() {
+			record("on_listen_ok")
+			if os.Getenv("WAITERTEST_EMFILE") != "" {
+				// Once the acceptor is set up, leave no fd for a client.
+				go func() {
+					time.Sleep(200 * time.Millisecond)
+					ents, _ := os.ReadDir("/proc/self/fd")
+					lim := uint64(len(ents) - 1) // the listing's own fd is closed by now
+					record("emfile_set", lim)
+					syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: lim, Max: lim})
+				}()
+			}
+		},
+		OnAcceptError:      func(err error) { record("on_accept_error", strings.ReplaceAll(err.Error(), " ", "_")) },
+		OnAcceptOK:         func(c net.Conn) { record("on_accept_ok") },
+		OnForkOK:           func(pid int) { record("on_fork_ok", pid) },
+		OnPreforkChildIdle: func() { record("on_prefork_child_idle") },
+		OnForkingIdle:      func() { record("on_forking_idle") },
+		OnMaxforked: func(c net.Conn) {
+			record("on_maxforked")
+			// Read the command first: closing with unread data would reset
+			// the connection and the client might lose the reply.
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			bufio.NewReader(c).ReadString('\n')
+			io.WriteString(c, "busy, try later\n")
+		},
+		OnChildStart:   func() { record("on_child_start") },
+		OnChildExit:    func() { record("on_child_exit") },
+		OnClose:        func(c net.Conn) { record("on_close") },
+		OnServerClose:  func() { record("on_server_close") },
+		OnSSLError:     func(err error) { record("on_ssl_error") },
+		OnSigChild:     func(pid int, ws syscall.WaitStatus) { record("on_sig_child", pid, int(ws)) },
+		OnSigUSR1:      func() { record("on_sig_usr1") },
+		OnSigUSR2:      func() { record("on_sig_usr2") },
+		OnSigHUP:       func() { record("on_sig_hup") },
+		OnChildSigUSR1: func() { record("on_child_sig_usr1") },
+		OnChildSigUSR2: func() { record("on_child_sig_usr2") },
+		OnChildSigHUP:  func() { record("on_child_sig_hup") },
+	}
+	h.OnProcess = func(c net.Conn) error {
+		record("on_process")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReader(c)
+		cmd, _ := r.ReadString('\n')
+		c.SetReadDeadline(time.Time{})
+		switch strings.TrimSpace(cmd) {
+		case "hello":
+			_, err := io.WriteString(c, "hello world\n")
+			return err
+		case "pid":
+			fmt.Fprintf(c, "%d\n", os.Getpid())
+		case "busy":
+			b, a := srv.BusyKidsCount()
+			fmt.Fprintf(c, "busy=%d all=%d child=%v\n", b, a, srv.IsChild())
+		case "stats":
+			var wasted, served uint64
+			sl := srv.Scoreboard()
+			for _, x := range sl {
+				wasted += x.Wasted
+				served += x.Served
+			}
+			fmt.Fprintf(c, "workers=%d wasted=%d served=%d\n", len(sl), wasted, served)
+		case "listeners":
+			// How many listening sockets this process holds.
+			n := 0
+			for fd := 0; fd < 1024; fd++ {
+				if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && v == 1 {
+					n++
+				}
+			}
+			fmt.Fprintf(c, "%d\n", n)
+		case "hold":
+			io.WriteString(c, "held\n")
+			io.Copy(io.Discard, r)
+		case "panic":
+			panic("scenario panic")
+		case "exit":
+			os.Exit(3)
+		case "block":
+			io.WriteString(c, "blocking\n")
+			select {}
+		case "closeit":
+			c.Close()
+		case "stop":
+			io.WriteString(c, "stopping\n")
+			return hooks.ErrStopWorker
+		case "reset":
+			io.WriteString(c, "ready\n")
+			io.Copy(io.Discard, r) // until the reset
+			time.Sleep(50 * time.Millisecond)
+			io.WriteString(c, "one\n")
+			_, err := io.WriteString(c, "two\n")
+			record("reset_survived")
+			return err
+		default:
+			fmt.Fprintf(c, "unknown command %q\n", cmd)
+		}
+		return nil
+	}
+	srv = pool.New(opts, h)
+	if fd := os.Getenv(envFd); fd != "" && !pool.IsWorker() {
+		var n int
+		fmt.Sscan(fd, &n)
+		sk, err := activation.FromFd(n, "test")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(91)
+		}
+		srv.Sockets = []*activation.Socket{sk}
+	}
+	return srv
+}
+
+var _ = testing.Short
