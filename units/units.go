@@ -1,0 +1,229 @@
+package units
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/waiter-go/waiter/config"
+)
+
+//go:embed templates/*.tmpl
+var templateFS embed.FS
+
+var templates = template.Must(template.New("units").Option("missingkey=error").ParseFS(templateFS, "templates/*.tmpl"))
+
+// Defaults that Generate fills in for zero fields of Params.
+const (
+	// DefaultWatchdog is WatchdogSec=: long enough for a GC pause or a slow
+	// disk, short enough that a wedged master is replaced within seconds.
+	DefaultWatchdog = 10 * time.Second
+	// StopMargin is added to GracefulTimeout for TimeoutStopSec=: the master
+	// kills its last workers at graceful_timeout (checked every 100 ms), then
+	// reaps them and runs on_server_close, before systemd's SIGKILL.
+	StopMargin = 5 * time.Second
+)
+
+// Params describe a daemon built on waiter. Only Name and Port are required.
+type Params struct {
+	// Name names the units (NAME.socket, NAME.service, NAME-accept.socket,
+	// NAME-accept@.service) and, by default, the binary and its config:
+	// letters, digits, '_', '.' and '-', starting with a letter, digit or
+	// '_', at most 64 characters.
+	Name string
+	// Port is the TCP port of NAME.socket (all addresses, IPv4 and IPv6).
+	Port int
+	// AcceptPort is the port of NAME-accept.socket; 0 means Port+1.
+	AcceptPort int
+	// Exec is the daemon's binary; "" means /usr/bin/NAME.
+	Exec string
+	// Config is the daemon's YAML file, passed as -config; "" means
+	// /etc/NAME/NAME.yaml.
+	Config string
+	// Description is the units' Description=; "" means "NAME, a waiter
+	// daemon". One line; a '%' is escaped for systemd.
+	Description string
+	// GracefulTimeout must equal the daemon's graceful_timeout; 0 means
+	// waiter's default (30 s). TimeoutStopSec= is this plus StopMargin.
+	GracefulTimeout time.Duration
+	// Watchdog is WatchdogSec=; 0 means DefaultWatchdog, a negative value
+	// leaves the watchdog off.
+	Watchdog time.Duration
+}
+
+// Waiterd returns the parameters of waiterd's own units, those shipped in
+// this directory: its .deb config has graceful_timeout 20 s.
+func Waiterd() Params {
+	return Params{
+		Name:            "waiterd",
+		Port:            config.DefaultPort,
+		Description:     "waiter demo daemon",
+		GracefulTimeout: 20 * time.Second,
+	}
+}
+
+// ErrInvalid is wrapped by every error about a bad parameter.
+var ErrInvalid = errors.New("units: invalid parameter")
+
+// ParamError names the parameter that is wrong, its value and why.
+type ParamError struct {
+	Field  string // the Params field, e.g. "Port"
+	Value  string
+	Reason string
+}
+
+func (e *ParamError) Error() string {
+	return fmt.Sprintf("units: %s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+func (e *ParamError) Unwrap() error { return ErrInvalid }
+
+var (
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+	// A path goes into ExecStart= unquoted: no space, no '%' (a specifier),
+	// no '$' (a variable), no '\' or quotes.
+	pathRE = regexp.MustCompile(`^/[A-Za-z0-9_.+@:,=/-]*$`)
+)
+
+const maxName = 64
+
+// FileNames returns the names of the units Generate writes for name, in the
+// order a reader wants them: the pool's socket and service, then the
+// Accept=yes pair.
+func FileNames(name string) []string {
+	return []string{name + ".socket", name + ".service", name + "-accept.socket", name + "-accept@.service"}
+}
+
+// Generate returns the four unit files for p, by file name (see FileNames),
+// after filling in defaults and validating p. The error is a *ParamError.
+func Generate(p Params) (map[string][]byte, error) {
+	d, err := p.resolve()
+	if err != nil {
+		return nil, err
+	}
+	tmpls := []string{"socket.tmpl", "service.tmpl", "accept.socket.tmpl", "accept@.service.tmpl"}
+	out := make(map[string][]byte, len(tmpls))
+	for i, name := range FileNames(p.Name) {
+		var b bytes.Buffer
+		if err := templates.ExecuteTemplate(&b, tmpls[i], d); err != nil {
+			// The templates are ours and fixed: this is a bug, not bad input.
+			return nil, fmt.Errorf("units: template %s: %w", tmpls[i], err)
+		}
+		out[name] = b.Bytes()
+	}
+	return out, nil
+}
+
+// data is what the templates see: the parameters with defaults applied and
+// durations written as systemd time spans.
+type data struct {
+	Params
+	Desc     string
+	Graceful string
+	Margin   string
+	Stop     string
+	Watchdog string // "" when off
+}
+
+// WithDefaults returns p with the defaults that Generate would apply filled
+// in (Exec, Config, AcceptPort, ...), or the *ParamError Generate would
+// return.
+func (p Params) WithDefaults() (Params, error) {
+	d, err := p.resolve()
+	return d.Params, err
+}
+
+func (p Params) resolve() (data, error) {
+	bad := func(field string, v any, reason string) (data, error) {
+		return data{}, &ParamError{Field: field, Value: fmt.Sprint(v), Reason: reason}
+	}
+	switch {
+	case p.Name == "":
+		return bad("Name", p.Name, "required")
+	case len(p.Name) > maxName:
+		return bad("Name", p.Name, fmt.Sprintf("at most %d characters", maxName))
+	case strings.Contains(p.Name, "@"):
+		return bad("Name", p.Name, "'@' would make it a template unit name")
+	case !nameRE.MatchString(p.Name):
+		return bad("Name", p.Name, "want letters, digits, '_', '.' and '-', not starting with '.' or '-'")
+	}
+	if p.Port < 1 || p.Port > 65535 {
+		return bad("Port", p.Port, "want a port number from 1 to 65535")
+	}
+	if p.AcceptPort == 0 {
+		if p.Port == 65535 {
+			return bad("AcceptPort", p.AcceptPort, "Port is 65535: set AcceptPort, Port+1 is no port")
+		}
+		p.AcceptPort = p.Port + 1
+	}
+	if p.AcceptPort < 1 || p.AcceptPort > 65535 {
+		return bad("AcceptPort", p.AcceptPort, "want a port number from 1 to 65535")
+	}
+	if p.AcceptPort == p.Port {
+		return bad("AcceptPort", p.AcceptPort, "must differ from Port: two sockets cannot listen on one port")
+	}
+	if p.Exec == "" {
+		p.Exec = "/usr/bin/" + p.Name
+	}
+	if p.Config == "" {
+		p.Config = "/etc/" + p.Name + "/" + p.Name + ".yaml"
+	}
+	for _, f := range []struct{ field, v string }{{"Exec", p.Exec}, {"Config", p.Config}} {
+		switch {
+		case !strings.HasPrefix(f.v, "/"):
+			return bad(f.field, f.v, "want an absolute path")
+		case !pathRE.MatchString(f.v):
+			return bad(f.field, f.v, "want only letters, digits and _ . + @ : , = / - (it goes unquoted into ExecStart=)")
+		case path.Clean(f.v) != f.v || strings.HasSuffix(f.v, "/"):
+			return bad(f.field, f.v, "want a clean path to a file (no //, /./, /../ or trailing /)")
+		}
+	}
+	if p.Description == "" {
+		p.Description = p.Name + ", a waiter daemon"
+	}
+	if strings.TrimSpace(p.Description) != p.Description {
+		return bad("Description", p.Description, "leading or trailing space")
+	}
+	for _, r := range p.Description {
+		if r < ' ' || r == 0x7f || r == '\\' {
+			return bad("Description", p.Description, "want one line without control characters or '\\'")
+		}
+	}
+	if p.GracefulTimeout == 0 {
+		p.GracefulTimeout = config.DefaultGracefulTimeout.D()
+	}
+	if p.GracefulTimeout < time.Second || p.GracefulTimeout > time.Hour {
+		return bad("GracefulTimeout", p.GracefulTimeout, "want 1s to 1h")
+	}
+	d := data{
+		Desc:     strings.ReplaceAll(p.Description, "%", "%%"),
+		Graceful: span(p.GracefulTimeout),
+		Margin:   span(StopMargin),
+		Stop:     span(p.GracefulTimeout + StopMargin),
+	}
+	switch {
+	case p.Watchdog == 0:
+		d.Watchdog = span(DefaultWatchdog)
+	case p.Watchdog < 0:
+	case p.Watchdog < time.Second || p.Watchdog > time.Hour:
+		return bad("Watchdog", p.Watchdog, "want 1s to 1h, or a negative value for none")
+	default:
+		d.Watchdog = span(p.Watchdog)
+	}
+	d.Params = p
+	return d, nil
+}
+
+// span writes d as a systemd time span: whole seconds, or milliseconds.
+func span(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return fmt.Sprintf("%dms", d.Milliseconds())
+}

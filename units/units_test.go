@@ -1,0 +1,447 @@
+package units
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/waiter-go/waiter/config"
+)
+
+var update = flag.Bool("update", false, "rewrite waiterd's unit files in this directory from Generate(Waiterd())")
+
+// The threshold the units must meet, on systemd-analyze's 0-10 scale: 2.0 is
+// the top of its "OK" band.
+const threshold = 2.0
+
+// TestGolden keeps the unit files shipped in this directory exactly what
+// Generate writes for waiterd. Run `go test ./units -run Golden -update`
+// after changing a template.
+func TestGolden(t *testing.T) {
+	files, err := Generate(Waiterd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range FileNames("waiterd") {
+		want := files[name]
+		if *update {
+			if err := os.WriteFile(name, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		have, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatalf("%v (run go test ./units -run Golden -update to write it)", err)
+		}
+		if !bytes.Equal(have, want) {
+			t.Errorf("%s differs from Generate(Waiterd()) (go test ./units -run Golden -update rewrites it):\n%s", name, lineDiff(string(want), string(have)))
+		}
+	}
+	// No stray unit file: whatever is here is generated.
+	var stray []string
+	for _, pat := range []string{"*.service", "*.socket"} {
+		m, _ := filepath.Glob(pat)
+		for _, f := range m {
+			if _, ok := files[f]; !ok {
+				stray = append(stray, f)
+			}
+		}
+	}
+	if len(stray) > 0 {
+		t.Errorf("unit files that Generate does not write: %v", stray)
+	}
+}
+
+// lineDiff names the first line where have departs from want.
+func lineDiff(want, have string) string {
+	w, h := strings.Split(want, "\n"), strings.Split(have, "\n")
+	for i := 0; i < len(w) || i < len(h); i++ {
+		var wl, hl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(h) {
+			hl = h[i]
+		}
+		if wl != hl {
+			return fmt.Sprintf("line %d:\n want %q\n have %q", i+1, wl, hl)
+		}
+	}
+	return "(same lines)"
+}
+
+// TestWaiterdGracefulTimeout ties TimeoutStopSec= to the config the .deb
+// installs: its graceful_timeout must be the one the units were made for.
+func TestWaiterdGracefulTimeout(t *testing.T) {
+	b, err := os.ReadFile("../packaging/waiterd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	v, ok := m["graceful_timeout"]
+	if !ok {
+		t.Fatal("packaging/waiterd.yaml sets no graceful_timeout; the units assume 20s")
+	}
+	d, err := config.ParseDuration(fmt.Sprint(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if have, want := Waiterd().GracefulTimeout, d.D(); have != want {
+		t.Errorf("Waiterd().GracefulTimeout is %s, packaging/waiterd.yaml has graceful_timeout %s: change one, then go test ./units -run Golden -update", have, want)
+	}
+}
+
+// unitLines returns the non-comment lines of a unit file.
+func unitLines(b []byte) []string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func hasLine(b []byte, line string) bool {
+	for _, l := range unitLines(b) {
+		if l == line {
+			return true
+		}
+	}
+	return false
+}
+
+func TestGenerateDefaults(t *testing.T) {
+	files, err := Generate(Params{Name: "myd", Port: 7000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	want := append([]string(nil), FileNames("myd")...)
+	sort.Strings(want)
+	if fmt.Sprint(names) != fmt.Sprint(want) {
+		t.Fatalf("files: want %v, have %v", want, names)
+	}
+	for _, c := range []struct{ file, line string }{
+		{"myd.socket", "ListenStream=7000"},
+		{"myd.socket", "FileDescriptorName=myd"},
+		{"myd.service", "Description=myd, a waiter daemon"},
+		{"myd.service", "Requires=myd.socket"},
+		{"myd.service", "ExecStart=/usr/bin/myd -config /etc/myd/myd.yaml"},
+		// waiter's default graceful_timeout (30s) plus StopMargin.
+		{"myd.service", "TimeoutStopSec=35s"},
+		{"myd.service", "WatchdogSec=10s"},
+		{"myd.service", "KillMode=mixed"},
+		{"myd.service", "Also=myd.socket"},
+		// Port+1.
+		{"myd-accept.socket", "ListenStream=7001"},
+		{"myd-accept.socket", "Accept=yes"},
+		{"myd-accept@.service", "ExecStart=/usr/bin/myd -config /etc/myd/myd.yaml"},
+		{"myd-accept@.service", "StandardInput=null"},
+	} {
+		if !hasLine(files[c.file], c.line) {
+			t.Errorf("%s: no line %q in:\n%s", c.file, c.line, files[c.file])
+		}
+	}
+	// One sandbox for both services: the accept instances are no less exposed.
+	sandbox := func(b []byte) string {
+		_, s, ok := strings.Cut(string(b), "# Sandbox.")
+		if !ok {
+			t.Fatal("no sandbox section")
+		}
+		s, _, _ = strings.Cut(s, "\n[")
+		return s
+	}
+	if a, b := sandbox(files["myd.service"]), sandbox(files["myd-accept@.service"]); a != b {
+		t.Errorf("the two services' sandboxes differ:\n%s", lineDiff(a, b))
+	}
+}
+
+func TestGenerateOptions(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		p     Params
+		file  string
+		want  []string // lines that must be there
+		never []string // line prefixes that must not
+	}{
+		{
+			// Every field set: nothing is derived from Name but the unit names.
+			name: "all set",
+			p: Params{Name: "my.d", Port: 80, AcceptPort: 8080, Exec: "/opt/my.d/bin/serve", Config: "/etc/my.d.yaml",
+				Description: "My daemon", GracefulTimeout: 90 * time.Second, Watchdog: 2500 * time.Millisecond},
+			file: "my.d.service",
+			want: []string{"ExecStart=/opt/my.d/bin/serve -config /etc/my.d.yaml", "Description=My daemon",
+				"TimeoutStopSec=95s", "WatchdogSec=2500ms", "Requires=my.d.socket"},
+		},
+		{
+			name: "accept port", p: Params{Name: "a", Port: 80, AcceptPort: 8080}, file: "a-accept.socket",
+			want: []string{"ListenStream=8080"},
+		},
+		{
+			// A negative watchdog leaves WatchdogSec= out, and its comment.
+			name: "no watchdog", p: Params{Name: "w", Port: 1, Watchdog: -1}, file: "w.service",
+			never: []string{"WatchdogSec=", "# The master pings"},
+		},
+		{
+			// '%' starts a specifier in Description=.
+			name: "percent", p: Params{Name: "p", Port: 1, Description: "100% up"}, file: "p.service",
+			want: []string{"Description=100%% up"},
+		},
+		{
+			name: "sub-second graceful", p: Params{Name: "g", Port: 1, GracefulTimeout: 1500 * time.Millisecond}, file: "g.service",
+			want: []string{"TimeoutStopSec=6500ms"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			files, err := Generate(c.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := files[c.file]
+			if b == nil {
+				t.Fatalf("no %s", c.file)
+			}
+			for _, l := range c.want {
+				if !hasLine(b, l) {
+					t.Errorf("no line %q in:\n%s", l, b)
+				}
+			}
+			for _, p := range c.never {
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.HasPrefix(l, p) {
+						t.Errorf("want no line starting %q, have %q", p, l)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestGenerateInvalid(t *testing.T) {
+	ok := Params{Name: "myd", Port: 7000}
+	with := func(f func(*Params)) Params { p := ok; f(&p); return p }
+	for _, c := range []struct {
+		name  string
+		p     Params
+		field string
+	}{
+		{"no name", with(func(p *Params) { p.Name = "" }), "Name"},
+		// '@' makes a template name: myd@.service, myd@.socket.
+		{"at sign", with(func(p *Params) { p.Name = "my@d" }), "Name"},
+		{"slash", with(func(p *Params) { p.Name = "my/d" }), "Name"},
+		{"space", with(func(p *Params) { p.Name = "my d" }), "Name"},
+		{"leading dash", with(func(p *Params) { p.Name = "-myd" }), "Name"},
+		{"leading dot", with(func(p *Params) { p.Name = ".myd" }), "Name"},
+		{"too long", with(func(p *Params) { p.Name = strings.Repeat("a", 65) }), "Name"},
+		{"port 0", with(func(p *Params) { p.Port = 0 }), "Port"},
+		{"port 65536", with(func(p *Params) { p.Port = 65536 }), "Port"},
+		{"negative port", with(func(p *Params) { p.Port = -1 }), "Port"},
+		// Port+1 would be 65536.
+		{"port 65535, no accept port", with(func(p *Params) { p.Port = 65535 }), "AcceptPort"},
+		{"accept port = port", with(func(p *Params) { p.AcceptPort = 7000 }), "AcceptPort"},
+		{"accept port 70000", with(func(p *Params) { p.AcceptPort = 70000 }), "AcceptPort"},
+		{"relative exec", with(func(p *Params) { p.Exec = "bin/myd" }), "Exec"},
+		{"exec with space", with(func(p *Params) { p.Exec = "/usr/bin/my d" }), "Exec"},
+		// '%' would be a specifier, '$' a variable.
+		{"exec with percent", with(func(p *Params) { p.Exec = "/usr/bin/my%d" }), "Exec"},
+		{"exec with dollar", with(func(p *Params) { p.Exec = "/usr/bin/$myd" }), "Exec"},
+		{"exec with dot-dot", with(func(p *Params) { p.Exec = "/usr/../bin/myd" }), "Exec"},
+		{"exec is a directory", with(func(p *Params) { p.Exec = "/usr/bin/" }), "Exec"},
+		{"relative config", with(func(p *Params) { p.Config = "myd.yaml" }), "Config"},
+		{"config with quote", with(func(p *Params) { p.Config = `/etc/"myd".yaml` }), "Config"},
+		{"two-line description", with(func(p *Params) { p.Description = "my\nd" }), "Description"},
+		// A trailing '\' would continue the line.
+		{"backslash description", with(func(p *Params) { p.Description = `my d\` }), "Description"},
+		{"padded description", with(func(p *Params) { p.Description = " myd" }), "Description"},
+		{"graceful 500ms", with(func(p *Params) { p.GracefulTimeout = 500 * time.Millisecond }), "GracefulTimeout"},
+		{"negative graceful", with(func(p *Params) { p.GracefulTimeout = -time.Second }), "GracefulTimeout"},
+		{"graceful 2h", with(func(p *Params) { p.GracefulTimeout = 2 * time.Hour }), "GracefulTimeout"},
+		{"watchdog 100ms", with(func(p *Params) { p.Watchdog = 100 * time.Millisecond }), "Watchdog"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			files, err := Generate(c.p)
+			if err == nil {
+				t.Fatalf("want an error about %s, have none and %d files", c.field, len(files))
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("want errors.Is(err, ErrInvalid), have %v", err)
+			}
+			var pe *ParamError
+			if !errors.As(err, &pe) || pe.Field != c.field {
+				t.Errorf("want a *ParamError for %s, have %#v (%v)", c.field, pe, err)
+			}
+			if files != nil {
+				t.Errorf("want no files with an error, have %d", len(files))
+			}
+		})
+	}
+	if _, err := Generate(ok); err != nil {
+		t.Errorf("the base case must be valid: %v", err)
+	}
+}
+
+// needAnalyzer skips a test when systemd-analyze is missing, except in CI
+// (CI=true), where its absence is a broken setup: tests/deps.sh installs it.
+func needAnalyzer(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("systemd-analyze is not installed and CI=true: run tests/deps.sh (%v)", err)
+		}
+		t.Skipf("systemd-analyze is not installed (package systemd): %v", err)
+	}
+}
+
+// analyze runs Analyze with a deadline and checks that the units are clean:
+// verify prints nothing, and every service is rated at most threshold.
+func analyze(t *testing.T, what string, files map[string][]byte, daemon string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, err := Analyze(ctx, files, daemon, threshold)
+	if a != nil {
+		for _, s := range sortedKeys(a.Exposure) {
+			t.Logf("%s: systemd-analyze security rates %s %.1f", what, s, a.Exposure[s])
+		}
+	}
+	if err != nil {
+		msg := ""
+		if a != nil {
+			msg = a.Complaints
+		}
+		t.Fatalf("%s: %v\n%s", what, err, msg)
+	}
+	if a.Complaints != "" {
+		t.Errorf("%s: systemd-analyze printed on stderr:\n%s", what, a.Complaints)
+	}
+	var services []string
+	for n := range files {
+		if strings.HasSuffix(n, ".service") {
+			services = append(services, n)
+		}
+	}
+	if len(a.Exposure) != len(services) {
+		t.Errorf("%s: rated %v, want every service of %v", what, sortedKeys(a.Exposure), services)
+	}
+}
+
+func sortedKeys(m map[string]float64) []string {
+	var k []string
+	for n := range m {
+		k = append(k, n)
+	}
+	sort.Strings(k)
+	return k
+}
+
+// TestAnalyzeWaiterd checks the files shipped in this directory, as they are
+// on disk, with systemd-analyze verify and security.
+func TestAnalyzeWaiterd(t *testing.T) {
+	needAnalyzer(t)
+	files := map[string][]byte{}
+	for _, name := range FileNames("waiterd") {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = b
+	}
+	p, err := Waiterd().WithDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	analyze(t, "waiterd", files, p.Exec)
+}
+
+func TestAnalyzeGenerated(t *testing.T) {
+	needAnalyzer(t)
+	files, err := Generate(Params{Name: "myd", Port: 7000, Exec: "/opt/myd/bin/myd", Watchdog: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	analyze(t, "myd", files, "/opt/myd/bin/myd")
+}
+
+// TestAnalyzeCatches shows that Analyze fails units that are wrong or
+// exposed, so that the passing tests above mean something.
+func TestAnalyzeCatches(t *testing.T) {
+	needAnalyzer(t)
+	good, err := Generate(Params{Name: "bad", Port: 7000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone := func() map[string][]byte {
+		m := map[string][]byte{}
+		for k, v := range good {
+			m[k] = v
+		}
+		return m
+	}
+	copyWith := func(name, old, new string) map[string][]byte {
+		m := clone()
+		if !bytes.Contains(m[name], []byte(old)) {
+			t.Fatalf("%s has no %q", name, old)
+		}
+		m[name] = bytes.Replace(m[name], []byte(old), []byte(new), 1)
+		return m
+	}
+	for _, c := range []struct {
+		name  string
+		files map[string][]byte
+		want  error
+		say   string // in Complaints
+	}{
+		{"unknown key", copyWith("bad.service", "KillMode=mixed", "KillMode=mixed\nKilMode=mixed"), ErrVerify, "KilMode"},
+		{"missing socket", func() map[string][]byte { m := clone(); delete(m, "bad.socket"); return m }(), ErrVerify, "bad.socket"},
+		// ExecStart= names a binary other than the daemon's: no stand-in.
+		{"missing binary", copyWith("bad-accept@.service", "ExecStart=/usr/bin/bad ", "ExecStart=/nonexistent/bad "), ErrVerify, "/nonexistent/bad"},
+		{"no sandbox", func() map[string][]byte {
+			m := clone()
+			s := string(m["bad.service"])
+			i, j := strings.Index(s, "# Sandbox."), strings.Index(s, "[Install]")
+			if i < 0 || j < i {
+				t.Fatalf("no sandbox section in:\n%s", s)
+			}
+			m["bad.service"] = []byte(s[:i] + s[j:])
+			return m
+		}(), ErrExposure, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			a, err := Analyze(ctx, c.files, "/usr/bin/bad", threshold)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("want %v, have %v", c.want, err)
+			}
+			if !strings.Contains(a.Complaints, c.say) {
+				t.Errorf("want complaints naming %q, have:\n%s", c.say, a.Complaints)
+			}
+			if c.want == ErrExposure {
+				t.Logf("bad.service without its sandbox: %.1f", a.Exposure["bad.service"])
+				if len(a.Over) != 1 || a.Over[0] != "bad.service" {
+					t.Errorf("want Over [bad.service], have %v", a.Over)
+				}
+			}
+		})
+	}
+}
