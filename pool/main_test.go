@@ -187,6 +187,9 @@ func scenarioServer() *pool.Server {
 		return nil
 	}
 	srv = pool.New(opts, h)
+	if pick := os.Getenv("WAITERTEST_PICK"); pick != "" {
+		srv.SocketNames = strings.Split(pick, ",")
+	}
 	if fd := os.Getenv(envFd); fd != "" && !pool.IsWorker() {
 		var n int
 		fmt.Sscan(fd, &n)
