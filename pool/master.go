@@ -240,7 +240,6 @@ func (m *master) run() int {
 		}
 	}
 	m.log.Infof("waiter: stopped: %d clients served, %d failed", m.served, m.failed)
-	m.s.hk.ServerClose()
 	return ExitOK
 }
 
@@ -531,17 +530,12 @@ func (m *master) signal(sig syscall.Signal) {
 	case syscall.SIGTERM, syscall.SIGINT:
 		m.stop(sig)
 	case syscall.SIGHUP:
-		m.s.hk.SigHUP()
+		m.s.signalHook(sig)
 		m.reload()
-	case syscall.SIGUSR1:
-		m.s.hk.SigUSR1()
+	case syscall.SIGUSR1, syscall.SIGUSR2:
+		m.s.signalHook(sig)
 		if m.o.PropSigusr {
-			m.s.PropagateSignal(syscall.SIGUSR1)
-		}
-	case syscall.SIGUSR2:
-		m.s.hk.SigUSR2()
-		if m.o.PropSigusr {
-			m.s.PropagateSignal(syscall.SIGUSR2)
+			m.s.PropagateSignal(sig)
 		}
 	case syscall.SIGTTIN, syscall.SIGTTOU:
 		m.resize(sig)

@@ -64,7 +64,6 @@ func (s *Server) runNofork() int {
 		}
 	}
 	notifyStopping(s.log)
-	s.hk.ServerClose()
 	return ExitOK
 }
 
@@ -84,12 +83,8 @@ func (s *Server) masterSignal(sig syscall.Signal, wake func()) {
 		s.log.Infof("waiter: %s: stopping after the current client", unix.SignalName(sig))
 		s.broken.Store(true)
 		wake()
-	case syscall.SIGUSR1:
-		s.hk.SigUSR1()
-	case syscall.SIGUSR2:
-		s.hk.SigUSR2()
-	case syscall.SIGHUP:
-		s.hk.SigHUP()
+	default:
+		s.signalHook(sig)
 	}
 }
 
@@ -109,6 +104,5 @@ func (s *Server) runConnected(sk *activation.Socket) int {
 	}
 	notifyReady(s.log)
 	s.serve(c, true)
-	s.hk.ServerClose()
 	return ExitOK
 }

@@ -223,11 +223,26 @@ func (s *Server) Run() int {
 	}
 	switch {
 	case len(s.sockets) == 1 && !s.sockets[0].Listening:
-		return s.runConnected(s.sockets[0])
+		code = s.runConnected(s.sockets[0])
 	case s.Options.Nofork:
-		return s.runNofork()
+		code = s.runNofork()
 	default:
-		return s.runMaster()
+		code = s.runMaster()
+	}
+	s.hk.ServerClose() // the last hook, before the deferred close of the sockets
+	return code
+}
+
+// signalHook runs on_sig_usr1, on_sig_usr2 or on_sig_hup in the master, or
+// in a nofork server: the one call site of each.
+func (s *Server) signalHook(sig syscall.Signal) {
+	switch sig {
+	case syscall.SIGUSR1:
+		s.hk.SigUSR1()
+	case syscall.SIGUSR2:
+		s.hk.SigUSR2()
+	case syscall.SIGHUP:
+		s.hk.SigHUP()
 	}
 }
 

@@ -80,6 +80,7 @@ func (s *Server) runWorker() {
 			}
 		}
 	}()
+	s.hk.ChildStart()
 	switch wi.role {
 	case roleWorker:
 		runtime.LockOSThread() // the acceptor waits in epoll_wait on this thread
@@ -156,7 +157,6 @@ func (s *Server) preforkLoop(acc *acceptor, stop *atomic.Bool) {
 	o := &s.Options
 	limit := retireAfter(o.MaxRequests)
 	fixed := o.FixedPool()
-	s.hk.ChildStart()
 	s.slot.Idle()
 	sendEvent(evReady, s.slot.Index())
 	idleSince := time.Now()
@@ -212,7 +212,6 @@ func (s *Server) preforkLoop(acc *acceptor, stop *atomic.Bool) {
 // client over a socket; it runs on_child_start before waiting, so a user's
 // per-process set-up is hidden from the client too.
 func (s *Server) oneshot(handoff bool) {
-	s.hk.ChildStart()
 	fd := fdFirst
 	if handoff {
 		s.slot.Idle()
