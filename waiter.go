@@ -26,6 +26,9 @@ const (
 // client without a warning.
 var ErrStopWorker = hooks.ErrStopWorker
 
+// IsWorker reports whether this process is a worker; see pool.IsWorker.
+func IsWorker() bool { return pool.IsWorker() }
+
 // DefaultOptions returns Net::Waiter's defaults: forking mode on port 9123.
 func DefaultOptions() Options { return config.Default() }
 

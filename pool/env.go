@@ -21,6 +21,7 @@ const (
 	envOptions = "WAITER_OPTIONS" // the master's options, JSON
 	envNames   = "WAITER_NAMES"   // listener names, ':'-separated
 	envHandoff = "WAITER_HANDOFF" // "spare": fd 6 is a socket the client arrives on
+	envCarry   = "WAITER_CARRY"   // the program's own settings (Server.Carry), JSON
 
 	fdScoreboard = 3 // memfd
 	fdLifeline   = 4 // read end of a pipe: EOF means the master is gone
@@ -63,6 +64,7 @@ type workerInfo struct {
 	opts    config.Options
 	names   []string
 	handoff bool
+	carry   string
 }
 
 func readWorkerInfo() (workerInfo, error) {
@@ -91,7 +93,8 @@ func readWorkerInfo() (workerInfo, error) {
 		wi.names = strings.Split(n, ":")
 	}
 	wi.handoff = os.Getenv(envHandoff) == "spare"
-	for _, k := range []string{envRole, envSlot, envGen, envMaster, envOptions, envNames, envHandoff} {
+	wi.carry = os.Getenv(envCarry)
+	for _, k := range []string{envRole, envSlot, envGen, envMaster, envOptions, envNames, envHandoff, envCarry} {
 		os.Unsetenv(k)
 	}
 	return wi, nil

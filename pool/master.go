@@ -76,6 +76,7 @@ type master struct {
 
 	baseEnv  []string
 	optsJSON string
+	carry    string
 	names    string
 	lifeR    int
 	lifeW    int
@@ -166,6 +167,13 @@ func (m *master) setOptions(o config.Options) error {
 	m.o = o
 	m.s.Options = o
 	m.optsJSON = string(b)
+	if m.s.Carry != nil {
+		c, err := json.Marshal(m.s.Carry)
+		if err != nil {
+			return fmt.Errorf("pool: Carry: %w", err)
+		}
+		m.carry = string(c)
+	}
 	m.target = o.Prefork
 	m.sb.setTarget(m.target)
 	return nil
@@ -272,6 +280,9 @@ func (m *master) spawn(kind kidKind, clientFd int) *kid {
 		envGen:     strconv.Itoa(m.gen),
 		envMaster:  strconv.Itoa(os.Getpid()),
 		envOptions: m.optsJSON,
+	}
+	if m.carry != "" {
+		vars[envCarry] = m.carry
 	}
 	files := []int{m.sb.Fd(), m.lifeR, m.evW}
 	var closeAfter []int

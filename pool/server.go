@@ -47,6 +47,12 @@ type Server struct {
 	// (waiterd re-reads its file and flags). When nil a reload restarts the
 	// workers with the same options.
 	Reload func() (config.Options, error)
+	// Carry, when set, is a pointer to the program's own settings (any
+	// JSON-encodable value). The master passes its value to every worker it
+	// starts, which decodes it over the pointer before any hook runs: workers
+	// see the master's settings as of the last reload, whatever their own
+	// main read from a file that may have changed since.
+	Carry any
 
 	hk      *hooks.Runner
 	log     *logrus.Entry

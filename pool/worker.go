@@ -2,6 +2,7 @@ package pool
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -41,6 +42,11 @@ func (s *Server) runWorker() {
 	s.master = wi.master
 	s.Options = wi.opts
 	s.setupLog()
+	if s.Carry != nil && wi.carry != "" {
+		if err := json.Unmarshal([]byte(wi.carry), s.Carry); err != nil {
+			s.exitWorker(ExitConfig, fmt.Sprintf("%s: %v", envCarry, err))
+		}
+	}
 	// The inherited fds must not leak into programs a hook may start.
 	for fd := fdScoreboard; fd < fdFirst+max(1, len(wi.names)); fd++ {
 		unix.CloseOnExec(fd)

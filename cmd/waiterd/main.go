@@ -60,6 +60,22 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(os.Stdout, "waiterd", version)
 		return 0
 	}
+	var d demo
+	h := waiter.Hooks{OnProcess: func(c net.Conn) error { return greet(c, d.Echo) }}
+	h.OnSigUSR2 = func() {
+		if d.FaultWedgeOnUSR2 {
+			fmt.Fprintln(stderr, "waiterd: fault_wedge_on_usr2: wedging the master's loop forever")
+			select {}
+		}
+	}
+	if waiter.IsWorker() {
+		// A worker takes its options and settings from the master (Carry),
+		// not from the file, which may have changed or broken since the
+		// last reload.
+		srv := waiter.New(config.Default(), h)
+		srv.Carry = &d
+		return srv.Run()
+	}
 	load := func() (config.Options, demo, error) {
 		o, dd := config.Default(), demo{}
 		if *cfgPath != "" {
@@ -86,16 +102,14 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "waiterd: %v\n", err)
 		return waiter.ExitConfig
 	}
-	h := waiter.Hooks{OnProcess: func(c net.Conn) error { return greet(c, dd.Echo) }}
-	if dd.FaultWedgeOnUSR2 {
-		h.OnSigUSR2 = func() {
-			fmt.Fprintln(stderr, "waiterd: fault_wedge_on_usr2: wedging the master's loop forever")
-			select {}
-		}
-	}
+	d = dd
 	srv := waiter.New(o, h)
+	srv.Carry = &d
 	srv.Reload = func() (config.Options, error) {
-		o, _, err := load()
+		o, dd, err := load()
+		if err == nil {
+			d = dd // carried to the next generation of workers
+		}
 		return o, err
 	}
 	return srv.Run()

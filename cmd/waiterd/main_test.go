@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// build compiles waiterd once per test binary run.
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "waiterd")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestBadConfigIsRefusedBeforeStart(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml string
+		args       []string
+		want       string
+	}{
+		{"unknown key", "prefork: 2\nechoo: true\n", nil, `bad.yaml:2: key "echoo"`},
+		{"maxfork below prefork", "prefork: 8\nmaxfork: 2\n", nil, `bad.yaml:2: key "maxfork": value "2": maxfork must not be less than prefork (8)`},
+		{"bad flag", "prefork: 2\n", []string{"-timeout", "never"}, `flag -timeout: value "never"`},
+		{"flag makes it impossible", "maxfork: 4\n", []string{"-prefork", "9"}, `key "maxfork": value "4": maxfork must not be less than prefork (9)`},
+		{"empty file", "", nil, `bad.yaml: the file is empty`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, "bad.yaml")
+			os.WriteFile(p, []byte(tc.yaml), 0o600)
+			var stderr bytes.Buffer
+			code := run(append([]string{"-config", p}, tc.args...), &stderr)
+			if code != 1 || !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("want exit 1 and %q, have %d %q", tc.want, code, stderr.String())
+			}
+		})
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-config", filepath.Join(dir, "none.yaml")}, &stderr); code != 1 || !strings.Contains(stderr.String(), "none.yaml") {
+		t.Fatalf("missing file: %d %q", code, stderr.String())
+	}
+	if code := run([]string{"-config", dir}, &stderr); code != 1 || !strings.Contains(stderr.String(), dir) {
+		t.Fatalf("a directory as the file: %d %q", code, stderr.String())
+	}
+}
+
+// The demo as a user runs it: flags over a file, echo mode, a reload that
+// re-reads the file.
+func TestWaiterdEchoAndReload(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "w.yaml")
+	os.WriteFile(cfg, []byte("prefork: 2\nmaxfork: 4\necho: true\n"), 0o600)
+	addr := freeAddr(t)
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "-config", cfg, "-listen", addr, "-prefork", "3")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var c net.Conn
+	var err error
+	for i := 0; i < 100; i++ {
+		if c, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "ping\n")
+	c.(*net.TCPConn).CloseWrite()
+	b, _ := io.ReadAll(c)
+	c.Close()
+	if string(b) != "hello world\nping\n" {
+		t.Fatalf("echo: want greeting then ping, have %q", b)
+	}
+	kids := func() int {
+		out, _ := exec.Command("pgrep", "-P", strconv.Itoa(cmd.Process.Pid)).Output()
+		return len(strings.Fields(string(out)))
+	}
+	waitKids := func(n int) {
+		for i := 0; i < 250 && kids() != n; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if kids() != n {
+			t.Fatalf("want %d workers, have %d\n%s", n, kids(), stderr.String())
+		}
+	}
+	waitKids(3) // the flag's 3, not the file's 2
+	// A reload re-reads the file; the flag still wins for prefork, the
+	// file's new echo: false takes effect.
+	os.WriteFile(cfg, []byte("prefork: 2\nmaxfork: 4\necho: false\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(500 * time.Millisecond)
+	waitKids(3)
+	c, err = net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, _ = io.ReadAll(c) // echo is off now: the greeting, then EOF
+	c.Close()
+	if string(b) != "hello world\n" {
+		t.Fatalf("after the reload turned echo off: %q", b)
+	}
+	// A bad file on reload is refused and the server keeps serving.
+	os.WriteFile(cfg, []byte("prefork: lots\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	if !strings.Contains(stderr.String(), "reload refused") {
+		t.Fatalf("want the bad reload refused:\n%s", stderr.String())
+	}
+	// Workers started after the refused reload (TTIN) still start: they take
+	// their settings from the master, not from the broken file.
+	cmd.Process.Signal(syscall.SIGTTIN)
+	waitKids(4)
+	c, err = net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if line != "hello world\n" {
+		t.Fatalf("after a refused reload: %q", line)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+}
+
