@@ -156,4 +156,3 @@ func TestWaiterdEchoAndReload(t *testing.T) {
 		t.Fatalf("exit: %v\n%s", err, stderr.String())
 	}
 }
-
