@@ -33,6 +33,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("WAITERTEST_WORKER_FAILS") != "" && pool.IsWorker() {
+		os.Exit(5) // a worker that cannot start
+	}
 	if os.Getenv(envScenario) != "" {
 		os.Exit(scenarioServer().Run())
 	}
@@ -113,14 +116,19 @@ func scenarioServer() *pool.Server {
 			bufio.NewReader(c).ReadString('\n')
 			io.WriteString(c, "busy, try later\n")
 		},
-		OnChildStart:   func() { record("on_child_start") },
-		OnChildExit:    func() { record("on_child_exit") },
-		OnClose:        func(c net.Conn) { record("on_close") },
-		OnServerClose:  func() { record("on_server_close") },
-		OnSSLError:     func(err error) { record("on_ssl_error") },
-		OnSigChild:     func(pid int, ws syscall.WaitStatus) { record("on_sig_child", pid, int(ws)) },
-		OnSigUSR1:      func() { record("on_sig_usr1") },
-		OnSigUSR2:      func() { record("on_sig_usr2") },
+		OnChildStart:  func() { record("on_child_start") },
+		OnChildExit:   func() { record("on_child_exit") },
+		OnClose:       func(c net.Conn) { record("on_close") },
+		OnServerClose: func() { record("on_server_close") },
+		OnSSLError:    func(err error) { record("on_ssl_error") },
+		OnSigChild:    func(pid int, ws syscall.WaitStatus) { record("on_sig_child", pid, int(ws)) },
+		OnSigUSR1:     func() { record("on_sig_usr1") },
+		OnSigUSR2: func() {
+			record("on_sig_usr2")
+			if os.Getenv("WAITERTEST_WEDGE") != "" {
+				select {} // wedge the supervisor loop
+			}
+		},
 		OnSigHUP:       func() { record("on_sig_hup") },
 		OnChildSigUSR1: func() { record("on_child_sig_usr1") },
 		OnChildSigUSR2: func() { record("on_child_sig_usr2") },
@@ -158,6 +166,8 @@ func scenarioServer() *pool.Server {
 				}
 			}
 			fmt.Fprintf(c, "%d\n", n)
+		case "env":
+			fmt.Fprintln(c, strings.Join(os.Environ(), " "))
 		case "hold":
 			io.WriteString(c, "held\n")
 			io.Copy(io.Discard, r)

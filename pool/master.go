@@ -105,6 +105,10 @@ type master struct {
 	failed     uint64
 	lastStatus string
 	statusAt   time.Time
+	watchdog   time.Duration // ping interval; 0: off
+	pingAt     time.Time
+	lastTick   time.Time
+	extendAt   time.Time
 }
 
 func (s *Server) runMaster() int {
@@ -224,7 +228,13 @@ func (m *master) run() int {
 	}
 	m.maintain()
 	m.checkReady()
-	tick := time.NewTicker(tickEvery)
+	every := tickEvery
+	if m.watchdog = watchdogInterval(); m.watchdog > 0 {
+		every = min(every, m.watchdog/2)
+		m.log.Debugf("waiter: watchdog: pinging every %s", m.watchdog)
+	}
+	m.lastTick = time.Now()
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for !(m.stopping && len(m.kids) == 0 && m.acceptDone == nil) {
 		select {
@@ -337,7 +347,7 @@ func (m *master) spawnDone(r spawnRes) {
 	}(r.slot, r.pid, r.pidfd)
 	m.s.hk.ForkOK(r.pid)
 	m.log.Debugf("waiter: started %s pid %d (slot %d, generation %d)", k.kind, k.pid, k.slot, k.gen)
-	if !k.termAt.IsZero() {
+	if !k.termAt.IsZero() && k.ready {
 		syscall.Kill(k.pid, syscall.SIGTERM) // asked to stop before its pid was known
 	}
 }
@@ -470,6 +480,9 @@ func (m *master) event(ev uint32) {
 	case evReady:
 		if k := m.kids[slot]; k != nil {
 			k.ready = true
+			if !k.termAt.IsZero() && k.pid > 0 {
+				syscall.Kill(k.pid, syscall.SIGTERM) // retired while starting
+			}
 		}
 		m.checkReady()
 	case evGrow:
@@ -531,7 +544,9 @@ func (m *master) retire(k *kid) {
 		}
 		return
 	}
-	if k.pid > 0 {
+	// A worker that has not reported ready may not have its SIGTERM handler
+	// yet, and would die of the signal: it is told when it reports ready.
+	if k.pid > 0 && k.ready {
 		syscall.Kill(k.pid, syscall.SIGTERM)
 	}
 }
@@ -700,6 +715,55 @@ func (m *master) tick() {
 		m.deadline = now.Add(time.Hour) // once
 	}
 	m.status(now)
+	m.ping(now)
+	if m.stopping && now.Sub(m.extendAt) >= time.Second {
+		// Draining may outlast TimeoutStopSec: ask for the time it needs.
+		left := time.Until(m.deadline) + 5*time.Second
+		if left > 0 && left < time.Hour {
+			notify(m.log, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", left.Microseconds()))
+		}
+		m.extendAt = now
+	}
+	m.lastTick = now
+}
+
+// ping sends WATCHDOG=1 from the supervisor loop itself, and only when the
+// loop is healthy: this tick came on time (the loop is not wedged: a wedged
+// loop sends nothing at all) and the pool can be kept alive (workers or
+// spares start). When spawns keep failing the pings stop and systemd
+// restarts the service.
+func (m *master) ping(now time.Time) {
+	if m.watchdog <= 0 || now.Sub(m.pingAt) < m.watchdog {
+		return
+	}
+	if late := now.Sub(m.lastTick); late > 2*m.watchdog {
+		m.log.Warnf("waiter: the supervisor loop was stalled for %s", late)
+	}
+	if !m.healthy() {
+		if m.pingAt.IsZero() || now.Sub(m.pingAt) < 2*m.watchdog {
+			m.log.Errorf("waiter: workers keep failing to start: not pinging the watchdog")
+		}
+		return
+	}
+	notify(m.log, "WATCHDOG=1")
+	m.pingAt = now
+}
+
+// healthy is false when workers cannot be started: several spawns in a row
+// failed or died young, and no worker of the current generation is ready.
+func (m *master) healthy() bool {
+	if m.failStreak < 5 {
+		return true
+	}
+	if m.o.Prefork == 0 && m.o.Spares == 0 {
+		return false // nothing is ready by design; the failures speak
+	}
+	for _, k := range m.kids {
+		if k.ready && k.gen == m.gen {
+			return true
+		}
+	}
+	return false
 }
 
 // checkStuck finds workers busy with one client for longer than

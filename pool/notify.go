@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"time"
+
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/sirupsen/logrus"
 )
@@ -11,6 +13,16 @@ func notify(log logrus.FieldLogger, state string) {
 	if _, err := daemon.SdNotify(false, state); err != nil {
 		log.Warnf("waiter: sd_notify %q: %v", state, err)
 	}
+}
+
+// watchdogInterval returns how often to ping systemd's watchdog (half of
+// WATCHDOG_USEC, honouring WATCHDOG_PID), or 0 when it is off.
+func watchdogInterval() time.Duration {
+	d, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || d <= 0 {
+		return 0
+	}
+	return d / 2
 }
 
 func notifyReady(log logrus.FieldLogger)    { notify(log, daemon.SdNotifyReady) }

@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -458,5 +459,32 @@ func TestPanicInWorkerCountsAsFailure(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "hook on_process panicked") {
 		t.Fatalf("the panic was not logged:\n%s", p.stderr.String())
+	}
+}
+
+// client_timeout frees a worker from a client that sends nothing, and the
+// worker goes on serving (an idle-deadline wrapper once crashed workers when
+// stored as the current client).
+func TestClientTimeoutFreesWorker(t *testing.T) {
+	p := start(t, prefork(1, 1, func(o *config.Options) { o.ClientTimeout = config.Duration(300 * time.Millisecond) }))
+	first := strings.TrimSpace(mustTalk(t, p.addr, "pid"))
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t0 := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// We send nothing: the worker's read times out (the scenario then says
+	// "unknown command") and it closes the connection.
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("the silent client was not closed by the worker: %v (have %q)", err, b)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("the silent client was held %s with client_timeout 300ms", d)
+	}
+	if s := strings.TrimSpace(mustTalk(t, p.addr, "pid")); s != first {
+		t.Fatalf("the same worker should serve on: first %s, now %s\n%s", first, s, p.stderr.String())
 	}
 }

@@ -51,11 +51,8 @@ func (s *Server) accepted(c net.Conn) { s.hk.AcceptOK(c) }
 func (s *Server) closeClient(c net.Conn) {
 	s.hk.Close(c)
 	c.Close()
-	s.client.Store(nilConn)
+	s.client.Store(nil)
 }
-
-// nilConn is stored instead of nil: atomic.Value refuses nil.
-var nilConn net.Conn = (*net.TCPConn)(nil)
 
 // serve runs one client through the seed's hook order: (on_accept_ok),
 // TLS handshake, on_process, on_close. It returns whether the process should
@@ -78,7 +75,7 @@ func (s *Server) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 		c.SetDeadline(time.Time{})
 		c = tc
 	}
-	s.client.Store(c)
+	s.client.Store(&connBox{c})
 	if runAcceptOK {
 		s.accepted(c)
 	}

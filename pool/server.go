@@ -62,7 +62,7 @@ type Server struct {
 	slot    Slot
 	master  int
 	tls     atomic.Pointer[tls.Config]
-	client  atomic.Value // net.Conn: the client being served by this process
+	client  atomic.Pointer[connBox] // the client being served by this process
 	broken  atomic.Bool
 	served  atomic.Uint64 // nofork: clients served by this process
 	failed  atomic.Uint64
@@ -115,9 +115,15 @@ func (s *Server) Listeners() []*activation.Socket { return s.sockets }
 // Client returns the client connection this process is serving
 // (get_client_socket), or nil between clients and in the master of a pool.
 func (s *Server) Client() net.Conn {
-	c, _ := s.client.Load().(net.Conn)
-	return c
+	if b := s.client.Load(); b != nil {
+		return b.c
+	}
+	return nil
 }
+
+// connBox holds a net.Conn of any concrete type (atomic.Value would panic
+// when a *tls.Conn follows a *net.TCPConn).
+type connBox struct{ c net.Conn }
 
 // PeerCertificateSubject returns the subject of the client's TLS
 // certificate, or "" when there is none.

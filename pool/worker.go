@@ -64,7 +64,9 @@ func (s *Server) runWorker() {
 	}
 	// INT reaches workers too when a terminal's ^C hits the process group:
 	// the master turns it into a graceful stop, so workers ignore it.
-	signal.Ignore(syscall.SIGINT, syscall.SIGPIPE)
+	// TTIN/TTOU are the master's (resize); their default action would stop
+	// a worker that `systemctl kill -s TTIN` reached by mistake.
+	signal.Ignore(syscall.SIGINT, syscall.SIGPIPE, syscall.SIGTTIN, syscall.SIGTTOU)
 	var stop atomic.Bool
 	var wake func()
 	sigs := make(chan os.Signal, 4)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +26,24 @@ func build(t *testing.T) string {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// lockedBuffer is a running process's stderr that the test reads meanwhile.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -76,7 +95,7 @@ func TestWaiterdEchoAndReload(t *testing.T) {
 	cfg := filepath.Join(dir, "w.yaml")
 	os.WriteFile(cfg, []byte("prefork: 2\nmaxfork: 4\necho: true\n"), 0o600)
 	addr := freeAddr(t)
-	var stderr bytes.Buffer
+	var stderr lockedBuffer
 	cmd := exec.Command(bin, "-config", cfg, "-listen", addr, "-prefork", "3")
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
