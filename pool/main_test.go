@@ -166,6 +166,8 @@ func scenarioServer() *pool.Server {
 				}
 			}
 			fmt.Fprintf(c, "%d\n", n)
+		case "subject":
+			fmt.Fprintf(c, "tls=%v subject=%q\n", srv.SSLInUse(), srv.PeerCertificateSubject())
 		case "env":
 			fmt.Fprintln(c, strings.Join(os.Environ(), " "))
 		case "hold":

@@ -83,6 +83,14 @@ func (s *Server) masterSignal(sig syscall.Signal, wake func()) {
 		s.log.Infof("waiter: %s: stopping after the current client", unix.SignalName(sig))
 		s.broken.Store(true)
 		wake()
+	case syscall.SIGHUP:
+		s.signalHook(sig)
+		// Re-read the certificates: the next client sees a rotated one.
+		if err := s.loadTLS(); err != nil {
+			s.log.Errorf("waiter: reload: keeping the running certificates: %v", err)
+		} else {
+			s.log.Info("waiter: SIGHUP: reloaded")
+		}
 	default:
 		s.signalHook(sig)
 	}
