@@ -1,0 +1,237 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// row is the medians of one mode at one concurrency over the rounds.
+type row struct {
+	perSec             float64
+	p50, p90, p99, max time.Duration
+	errs               errCounts // summed over the rounds
+	ok                 int       // summed over the rounds
+}
+
+func medianRow(rs []loadResult) row {
+	var per []float64
+	var p50, p90, p99, mx []time.Duration
+	var r row
+	for _, x := range rs {
+		per = append(per, x.PerSec)
+		p50 = append(p50, x.Lat.P50)
+		p90 = append(p90, x.Lat.P90)
+		p99 = append(p99, x.Lat.P99)
+		mx = append(mx, x.Lat.Max)
+		r.errs.add(x.Errs)
+		r.ok += x.OK
+	}
+	r.perSec = median(per)
+	r.p50, r.p90, r.p99, r.max = median(p50), median(p90), median(p99), median(mx)
+	return r
+}
+
+func (b *bench) row(mode string, c int) (row, bool) {
+	rs, ok := b.res[rowKey{mode, c}]
+	if !ok || len(rs) == 0 {
+		return row{}, false
+	}
+	return medianRow(rs), true
+}
+
+func (b *bench) modeLabel(m string) string {
+	switch m {
+	case "baseline":
+		return "baseline (Go, goroutine per conn)"
+	case "nofork":
+		return "waiterd nofork"
+	case "forking":
+		return "waiterd forking, no spares"
+	case "spares":
+		return fmt.Sprintf("waiterd forking, %d spares", b.st.Spares)
+	case "prefork":
+		return fmt.Sprintf("waiterd prefork %d..%d", b.st.Prefork, b.st.Maxfork)
+	case "spares-paced":
+		return fmt.Sprintf("waiterd forking, %d spares, paced %s", b.st.Spares, b.st.Pace)
+	case "spawn":
+		return "spawn: waiterd -version"
+	}
+	return m
+}
+
+// report prints the table, the start-up figures and the targets.
+func (b *bench) report(w io.Writer) {
+	fmt.Fprintf(w, "\nwaiter-bench: %s\n", machine())
+	fmt.Fprintf(w, "%d round(s) of %s (after %s warm-up) per row, medians; load generator on the same machine (%s clients), loopback; run took %s\n\n",
+		b.st.Rounds, b.st.Duration, b.st.Warmup, b.st.Engine, time.Since(b.began).Round(time.Second))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\tc\tconn/s\tx base\tp50\tp90\tp99\tp99 x base\tmax\terrors\tx spawn\t")
+	var modes []string
+	for _, m := range b.st.Modes {
+		modes = append(modes, m)
+		if m == "spares" {
+			modes = append(modes, "spares-paced")
+		}
+	}
+	for _, m := range modes {
+		concs := b.st.Concs
+		if m == "spares-paced" {
+			concs = []int{1}
+		}
+		for _, c := range concs {
+			r, ok := b.row(m, c)
+			if !ok {
+				continue
+			}
+			xb, xp99, xs := "-", "-", "-"
+			if base, ok := b.row("baseline", c); ok && m != "spawn" && m != "spares-paced" {
+				xb = ratio(r.perSec, base.perSec)
+				xp99 = ratio(float64(r.p99), float64(base.p99))
+			}
+			if sp, ok := b.row("spawn", c); ok && (m == "forking" || m == "spares") {
+				xs = ratio(r.perSec, sp.perSec)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", b.modeLabel(m), c, r.perSec, xb,
+				fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), xp99, fmtDur(r.max), fmtErrs(r.errs), xs)
+		}
+	}
+	tw.Flush()
+	if slices.Contains(b.st.Modes, "spawn") {
+		fmt.Fprintln(w, "\nspawn rows: fork+exec+exit+wait of the waiterd binary per second from c loops; latency is one whole spawn.")
+	}
+	if len(b.starts) > 0 {
+		ready, first, rss, pss := b.startMedians()
+		m := b.starts[0].mem
+		fmt.Fprintf(w, "\nprefork %d..%d start (median of %d): fork to READY=1 %s, to first client served %s\n",
+			b.st.Prefork, b.st.Maxfork, len(b.starts), fmtDur(ready), fmtDur(first))
+		fmt.Fprintf(w, "prefork %d..%d idle, %d processes (master + workers): RSS %s, PSS %s (smaps_rollup)\n",
+			b.st.Prefork, b.st.Maxfork, m.Procs, fmtMiB(rss), fmtMiB(pss))
+	}
+	b.targets(w)
+}
+
+func (b *bench) startMedians() (ready, first time.Duration, rss, pss int64) {
+	var r, f []time.Duration
+	var rs, ps []int64
+	for _, s := range b.starts {
+		r = append(r, s.ready)
+		f = append(f, s.first)
+		rs = append(rs, s.mem.RSS)
+		ps = append(ps, s.mem.PSS)
+	}
+	return median(r), median(f), median(rs), median(ps)
+}
+
+// targets prints issue 7's targets, each with what this run measured. It
+// judges nothing by its exit status: timings on a shared machine vary.
+func (b *bench) targets(w io.Writer) {
+	type target struct {
+		what       string
+		have, want string
+		met        bool
+		by         string
+	}
+	var ts []target
+	atLeast := func(what string, have, want float64, unit string) {
+		by := fmt.Sprintf("%+.0f%%", (have/want-1)*100)
+		ts = append(ts, target{what, fmt.Sprintf("%.2f%s", have, unit), fmt.Sprintf(">= %.2f%s", want, unit), have >= want, by})
+	}
+	atMost := func(what string, have, want float64, unit string) {
+		by := fmt.Sprintf("%+.0f%%", (have/want-1)*100)
+		ts = append(ts, target{what, fmt.Sprintf("%.2f%s", have, unit), fmt.Sprintf("<= %.2f%s", want, unit), have <= want, by})
+	}
+	vsBase := func(mode string, c int, want float64) {
+		r, ok1 := b.row(mode, c)
+		base, ok2 := b.row("baseline", c)
+		if ok1 && ok2 && base.perSec > 0 {
+			atLeast(fmt.Sprintf("%s c=%d conn/s vs baseline", mode, c), r.perSec/base.perSec, want, "x")
+		}
+	}
+	vsBase("prefork", 64, 0.85)
+	if r, ok := b.row("prefork", 64); ok {
+		if base, ok := b.row("baseline", 64); ok && base.p99 > 0 {
+			atMost("prefork c=64 p99 vs baseline", float64(r.p99)/float64(base.p99), 1.5, "x")
+		}
+	}
+	vsBase("prefork", 1, 0.9)
+	vsBase("nofork", 1, 0.9)
+	if r, ok := b.row("forking", 8); ok {
+		atLeast("forking c=8 conn/s", r.perSec, 1000, "")
+	}
+	if r, ok := b.row("spares", 1); ok {
+		atMost("spares c=1 p50 (ms)", r.p50.Seconds()*1000, 1, "")
+	}
+	if r, ok := b.row("spares-paced", 1); ok {
+		atMost(fmt.Sprintf("spares c=1 paced %s p50 (ms)", b.st.Pace), r.p50.Seconds()*1000, 1, "")
+	}
+	for _, c := range []int{8} {
+		r, ok1 := b.row("forking", c)
+		sp, ok2 := b.row("spawn", c)
+		if ok1 && ok2 && sp.perSec > 0 {
+			atLeast(fmt.Sprintf("forking c=%d vs bare spawn rate (aim)", c), r.perSec/sp.perSec, 0.7, "x")
+		}
+	}
+	if len(b.starts) > 0 {
+		ready, _, _, pss := b.startMedians()
+		atMost(fmt.Sprintf("prefork %d idle PSS (MiB)", b.st.Prefork), float64(pss)/(1<<20), 16, "")
+		atMost(fmt.Sprintf("prefork %d READY=1 after start (ms)", b.st.Prefork), ready.Seconds()*1000, 30, "")
+	}
+	if len(ts) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ntargets (issue 7; for people to judge: this exit status does not depend on them)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\thave\twant\t\tby")
+	for _, t := range ts {
+		v := "MISSED"
+		if t.met {
+			v = "met"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.what, t.have, t.want, v, t.by)
+	}
+	tw.Flush()
+}
+
+func ratio(a, b float64) string {
+	if b == 0 || math.IsNaN(a/b) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+// fmtDur prints a latency with three significant figures.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.2fms", float64(d)/1e6)
+	case d < 100*time.Millisecond:
+		return fmt.Sprintf("%.1fms", float64(d)/1e6)
+	case d < time.Second:
+		return fmt.Sprintf("%.0fms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+func fmtMiB(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func fmtErrs(e errCounts) string {
+	if e.total() == 0 {
+		return "0"
+	}
+	var parts []string
+	for k, n := range e {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", errKind(k), n))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
