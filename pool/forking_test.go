@@ -165,3 +165,25 @@ func TestAcceptErrorCallsHookAndDoesNotSpin(t *testing.T) {
 	}
 	_ = os.Getpid
 }
+
+func TestForkingReloadUnderLoadFailsNothing(t *testing.T) {
+	p := start(t, forking(2, 16, nil))
+	stop := make(chan struct{})
+	ok, failed, errs, done := steadyLoad(p.addr, 4, stop)
+	time.Sleep(300 * time.Millisecond)
+	p.signal(syscall.SIGHUP)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	done.Wait()
+	if failed.Load() != 0 {
+		var list []string
+		errs.Range(func(k, _ any) bool { list = append(list, k.(string)); return true })
+		t.Fatalf("%d of %d clients failed across the reload: %v", failed.Load(), ok.Load()+failed.Load(), list)
+	}
+	if ok.Load() < 20 {
+		t.Fatalf("too little load to judge: %d", ok.Load())
+	}
+	eventually(t, 5*time.Second, "no zombie, the spares back", func() bool {
+		return zombies(p.pid()) == 0 && len(children(p.pid())) == 2
+	})
+}

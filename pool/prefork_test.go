@@ -488,3 +488,25 @@ func TestClientTimeoutFreesWorker(t *testing.T) {
 		t.Fatalf("the same worker should serve on: first %s, now %s\n%s", first, s, p.stderr.String())
 	}
 }
+
+// BusyKidsCount in a worker is the live figure from the scoreboard, not a
+// copy taken when the worker started (Net::Waiter's was).
+func TestBusyKidsCountIsLiveInWorkers(t *testing.T) {
+	p := start(t, prefork(4, 4, nil))
+	eventually(t, 5*time.Second, "4 workers ready", func() bool { return p.count("on_child_start") == 4 })
+	for held := 0; held <= 2; held++ {
+		// The previous asker's worker marks itself idle just after closing
+		// our connection: allow it that moment.
+		var busy, all int
+		for i := 0; i < 50; i++ {
+			if busy, all = workers(t, p.addr); busy == held+1 && all == 4 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if busy != held+1 || all != 4 {
+			t.Fatalf("with %d clients held: want (%d, 4), have (%d, %d)", held, held+1, busy, all)
+		}
+		hold(t, p.addr)
+	}
+}
