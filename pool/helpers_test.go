@@ -244,3 +244,5 @@ func zombies(pid int) int {
 	}
 	return n
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -122,7 +123,7 @@ func scenarioServer() *pool.Server {
 		OnServerClose: func() { record("on_server_close") },
 		OnSSLError:    func(err error) { record("on_ssl_error") },
 		OnSigChild:    func(pid int, ws syscall.WaitStatus) { record("on_sig_child", pid, int(ws)) },
-		OnSigUSR1:     func() { record("on_sig_usr1") },
+		OnSigUSR1:     func() { record("on_sig_usr1", runtime.NumGoroutine()) }, // the master's goroutines, for leak checks
 		OnSigUSR2: func() {
 			record("on_sig_usr2")
 			if os.Getenv("WAITERTEST_WEDGE") != "" {

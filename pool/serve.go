@@ -107,13 +107,18 @@ func peer(c net.Conn) string {
 
 // loadTLS reads the certificates (at start, and on reload in the master and
 // at start in each worker), so a new client sees a rotated certificate.
+// Warnings are logged by the process that serves alone or supervises: the
+// master has logged them already for the options a worker starts with, and
+// in forking mode a worker starts for every client.
 func (s *Server) loadTLS() error {
 	cfg, warns, err := activation.TLSConfig(s.Options)
 	if err != nil {
 		return err
 	}
-	for _, w := range warns {
-		s.log.Warnf("waiter: %s", w)
+	if !s.child {
+		for _, w := range warns {
+			s.log.Warnf("waiter: %s", w)
+		}
 	}
 	s.tls.Store(cfg)
 	return nil
