@@ -40,7 +40,7 @@ bench:
 	$(GO) run ./cmd/waiter-bench
 
 soak:
-	$(GO) test -count=1 -timeout 30m -tags soak -run Soak -v ./tests/...
+	$(GO) test -count=1 -timeout 30m -tags soak -run Soak -v ./pool/
 
 deb:
 	packaging/build-deb.sh
