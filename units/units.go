@@ -8,6 +8,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -17,7 +18,12 @@ import (
 //go:embed templates/*.tmpl
 var templateFS embed.FS
 
-var templates = template.Must(template.New("units").Option("missingkey=error").ParseFS(templateFS, "templates/*.tmpl"))
+// templates are parsed on first use, not at init: waiterd imports this
+// package, and every worker re-executes waiterd, so an init-time parse would
+// cost each forking-mode client's process its time.
+var templates = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("units").Option("missingkey=error").ParseFS(templateFS, "templates/*.tmpl"))
+})
 
 // Defaults that Generate fills in for zero fields of Params.
 const (
@@ -111,7 +117,7 @@ func Generate(p Params) (map[string][]byte, error) {
 	out := make(map[string][]byte, len(tmpls))
 	for i, name := range FileNames(p.Name) {
 		var b bytes.Buffer
-		if err := templates.ExecuteTemplate(&b, tmpls[i], d); err != nil {
+		if err := templates().ExecuteTemplate(&b, tmpls[i], d); err != nil {
 			// The templates are ours and fixed: this is a bug, not bad input.
 			return nil, fmt.Errorf("units: template %s: %w", tmpls[i], err)
 		}
