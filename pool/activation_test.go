@@ -1,7 +1,6 @@
 package pool_test
 
 import (
-	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -41,30 +40,14 @@ func needSocketActivate(t *testing.T) string {
 func activate(t *testing.T, o config.Options, args []string, env ...string) *proc {
 	t.Helper()
 	bin := needSocketActivate(t)
-	b, _ := json.Marshal(o)
-	p := &proc{t: t, events: t.TempDir() + "/events", stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := newProc(t)
 	all := append([]string{}, args...)
-	for _, e := range append([]string{envScenario + "=1", envOpts + "=" + string(b), envEvents + "=" + p.events}, env...) {
+	for _, e := range append(p.scenarioEnv(o), env...) {
 		all = append(all, "-E", e)
 	}
 	all = append(all, "--", os.Args[0], "-test.run=^$")
 	p.cmd = exec.Command(bin, all...)
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("stderr:\n%s", p.stderr.String())
-		}
-	})
+	p.launch()
 	return p
 }
 

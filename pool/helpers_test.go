@@ -81,30 +81,46 @@ func start(t *testing.T, o config.Options, env ...string) *proc {
 // startWith runs the scenario server with the given extra files and env.
 func startWith(t *testing.T, o config.Options, files []*os.File, env ...string) *proc {
 	t.Helper()
-	b, _ := json.Marshal(o)
-	p := &proc{t: t, events: filepath.Join(t.TempDir(), "events"), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := newProc(t)
 	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	p.cmd.Env = append(os.Environ(), envScenario+"=1", envOpts+"="+string(b), envEvents+"="+p.events)
+	p.cmd.Env = append(os.Environ(), p.scenarioEnv(o)...)
 	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.ExtraFiles = files
+	p.launch()
+	return p
+}
+
+func newProc(t *testing.T) *proc {
+	return &proc{t: t, events: filepath.Join(t.TempDir(), "events"), stderr: &syncBuffer{}, done: make(chan struct{})}
+}
+
+// scenarioEnv is what makes the test binary the scenario server.
+func (p *proc) scenarioEnv(o config.Options) []string {
+	b, _ := json.Marshal(o)
+	return []string{envScenario + "=1", envOpts + "=" + string(b), envEvents + "=" + p.events}
+}
+
+// launch starts p.cmd, collects its exit code, and kills it at the end of
+// the test, printing its stderr and events if the test failed.
+func (p *proc) launch() {
+	p.t.Helper()
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
 	go func() {
 		p.cmd.Wait()
 		p.code = p.cmd.ProcessState.ExitCode()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
+	p.t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
-		if t.Failed() {
-			t.Logf("server stderr:\n%s", p.stderr.String())
-			t.Logf("events:\n%s", strings.Join(p.readEvents(), "\n"))
+		if p.t.Failed() {
+			p.t.Logf("server stderr:\n%s", p.stderr.String())
+			p.t.Logf("events:\n%s", strings.Join(p.readEvents(), "\n"))
 		}
 	})
-	return p
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
@@ -244,5 +260,3 @@ func zombies(pid int) int {
 	}
 	return n
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

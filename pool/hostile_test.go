@@ -199,19 +199,14 @@ func TestStderrFullOrClosed(t *testing.T) {
 	}
 	defer full.Close()
 	o := prefork(2, 4, func(o *config.Options) { o.Debug = true })
-	p := start(t, o)
-	p.cmd.Process.Kill() // replaced below with one whose stderr is /dev/full
-	<-p.done
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	lf, _ := ln.(*net.TCPListener).File()
 	addr := ln.Addr().String()
 	ln.Close()
 	defer lf.Close()
-	q := startWith(t, o, []*os.File{lf}, "WAITERTEST_FD=3")
-	_ = q
-	// startWith captured stderr; now run one with stderr on /dev/full.
-	q.cmd.Process.Kill()
-	<-q.done
 	r := startRaw(t, o, lf, full)
 	for i := 0; i < 20; i++ {
 		if s := mustTalk(t, addr, "hello"); s != "hello world\n" {
@@ -238,12 +233,12 @@ func TestStderrFullOrClosed(t *testing.T) {
 // as given (nil: closed), through syscall.ForkExec, which can close fd 2.
 func startRaw(t *testing.T, o config.Options, lf, stderr *os.File) *os.Process {
 	t.Helper()
-	b, _ := jsonMarshal(o)
 	errFd := ^uintptr(0) // closed
 	if stderr != nil {
 		errFd = stderr.Fd()
 	}
-	env := append(os.Environ(), envScenario+"=1", envOpts+"="+string(b), "WAITERTEST_FD=3")
+	env := append(os.Environ(), (&proc{}).scenarioEnv(o)...)
+	env = append(env, "WAITERTEST_FD=3")
 	pid, err := syscall.ForkExec(os.Args[0], []string{os.Args[0], "-test.run=^$"}, &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{0, 1, errFd, lf.Fd()},
