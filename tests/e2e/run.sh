@@ -1,0 +1,439 @@
+#!/bin/bash
+# tests/e2e/run.sh -- waiter's end-to-end suite (`make e2e`, run by `make
+# test` and so by CI): boots a real systemd 252 in a systemd-nspawn
+# container, installs the .deb that `make deb` built, and checks what a user
+# of the package would see. See tests/e2e/README.md.
+#
+#   KEEP=1 tests/e2e/run.sh   leave the container up afterwards (make e2e-keep)
+#   STEPS="1 3" ...           run only these steps (after the install)
+#   NOCACHE=1 ...             debootstrap the rootfs again
+#
+# Needs root. All traffic stays on the container's own loopback (a private
+# network namespace), so the suite never meets a waiterd running on the
+# host's 127.0.0.1:9123; every loop is bounded in count and time.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+here=$top/tests/e2e
+# shellcheck source=tests/e2e/lib.sh
+source "$here/lib.sh"
+
+KEEP=${KEEP:-}
+STEPS=${STEPS:-}
+DIST=${DIST:-$top/dist}
+MYD_PORT=9200          # myd.socket; myd-accept.socket is the next port
+SUITE_T0=$(ts)
+
+[ "$(id -u)" = 0 ] || { echo "tests/e2e/run.sh: run as root (it boots a container)" >&2; exit 1; }
+export PATH=$PATH:/usr/local/go/bin
+
+cleanup() {
+  local rc=$?
+  if [ -n "$KEEP" ] && [ -f "$WORK/nspawn.pid" ]; then
+    keep_banner
+  else
+    halt || true
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+
+keep_banner() {
+  local p; p=$(leader 2>/dev/null || echo "?")
+  cat >&2 <<EOF
+
+The container is still up (KEEP=1), with waiterd and myd installed.
+  enter:  nsenter -t $p -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=\$TERM LANG=C.UTF-8 bash -l
+  try:    systemctl status waiterd.socket waiterd; /share/loadclient -c 4 -d 5s; journalctl -u waiterd
+  stop:   kill -TERM $(nspawn_pid) && sleep 3 && rm -rf $WORK
+EOF
+}
+
+# --- host side: tools, packages, the client ------------------------------
+
+"$top/tests/deps.sh" >/dev/null
+mkdir -p "$WORK" "$SHARE"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+reap_stale
+
+version=$(cat "$top/VERSION" 2>/dev/null || echo 0.1.0)
+deb=$(ls -t "$DIST"/waiterd_"$version"-*_amd64.deb 2>/dev/null | head -n 1 || true)
+if [ -z "$deb" ]; then
+  log "no $DIST/waiterd_$version-*_amd64.deb: building it (make deb)"
+  "$top/packaging/build-deb.sh" -out "$DIST"
+  deb=$(ls -t "$DIST"/waiterd_"$version"-*_amd64.deb | head -n 1)
+fi
+cp "$deb" "$SHARE/waiterd.deb"
+log "waiterd package: $deb"
+
+t=$(ts)
+(cd "$top" && CGO_ENABLED=0 go build -trimpath -o "$SHARE/loadclient" ./tests/e2e/loadclient &&
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$WORK/myd" ./tests/e2e/myd)
+# myd is packaged with the same machinery a user runs: a name, a port, a binary.
+"$top/packaging/build-deb.sh" -name myd -port "$MYD_PORT" -binary "$WORK/myd" \
+  -config "$here/myd/myd.yaml" ${MYD_UNITS:+-units "$MYD_UNITS"} -summary "second waiter daemon of the end-to-end suite" -out "$WORK/myd-deb" 2>"$WORK/myd-deb.log" ||
+  { cat "$WORK/myd-deb.log" >&2; exit 1; }
+cp "$WORK"/myd-deb/myd_*_amd64.deb "$SHARE/myd.deb"
+log "built loadclient, myd and myd's package (lintian clean) in $(el "$t")"
+
+# --- the container ------------------------------------------------------
+
+# Reproducible: the same tree, copied elsewhere and built again with an empty
+# Go build cache (so the compiler really runs again), gives the same bytes as
+# `make deb`. Skipped with REPRO=0.
+repro() {
+  local a b c name
+  [ "${REPRO:-1}" != 0 ] || { log "reproducibility check skipped (REPRO=0)"; return 0; }
+  log "reproducibility: building the package again from a copy, with an empty Go cache"
+  name=$(basename "$deb")
+  mkdir -p "$WORK/src"
+  tar -C "$top" --exclude=./dist -cf - . | tar -C "$WORK/src" -xf -
+  GOCACHE=$WORK/gocache "$WORK/src/packaging/build-deb.sh" -nolint -out "$WORK/repro" 2>"$WORK/repro.log" ||
+    { cat "$WORK/repro.log" >&2; echo "FAIL: the second build failed" >&2; return 1; }
+  rm -rf "$WORK/gocache" "$WORK/src"
+  a=$(sha256sum <"$deb" | cut -d' ' -f1)
+  b=$(sha256sum <"$WORK/repro/$name" | cut -d' ' -f1)
+  echo "    sha256 $a  $deb" >&2
+  echo "    sha256 $b  the same, rebuilt from a copy with an empty Go cache" >&2
+  [ "$a" != "$b" ] || return 0
+  # A dist/ left from an older tree (run.sh run without make deb) differs
+  # too: build this tree once more, as make deb does, to tell the two apart.
+  "$top/packaging/build-deb.sh" -nolint -out "$WORK/repro-again" 2>>"$WORK/repro.log" ||
+    { cat "$WORK/repro.log" >&2; echo "FAIL: the third build failed" >&2; return 1; }
+  c=$(sha256sum <"$WORK/repro-again/$name" | cut -d' ' -f1)
+  echo "    sha256 $c  the same, built again in place" >&2
+  if [ "$b" = "$c" ]; then
+    echo "    (so $deb is of an older tree: run make deb; the container tests it all the same)" >&2
+    return 0
+  fi
+  echo "FAIL: two builds of one tree differ" >&2
+  return 1
+}
+repro_ok=1
+t=$(ts)
+repro || repro_ok=0
+repro_t=$(el "$t")
+
+make_rootfs
+boot
+
+c() { in_c timeout 120 "$@"; }
+
+# journal_dump is what a failed step prints: the units' states and journals.
+journal_dump() {
+  echo "----- systemctl status -----"
+  c systemctl status --no-pager --lines=0 waiterd.socket waiterd.service waiterd-accept.socket myd.socket myd.service 2>&1 || true
+  echo "----- journalctl (waiterd, myd units; last 150) -----"
+  c journalctl --no-pager -o short-precise -n 150 -u waiterd.socket -u waiterd.service \
+    -u 'waiterd-accept*' -u myd.socket -u myd.service -u 'myd-accept*' 2>&1 || true
+  echo "----- journalctl -p warning (last 30) -----"
+  c journalctl --no-pager -o short-precise -n 30 -p warning 2>&1 || true
+  c journalctl --no-pager -o short-precise >"$E2E_BASE/failed-journal.txt" 2>&1 || true
+  echo "----- the container's whole journal: $E2E_BASE/failed-journal.txt -----"
+}
+
+fail() { echo "FAIL: $*" >&2; journal_dump >&2; exit 1; }
+note() { printf '%s\n' "$*" | sed 's/^ */    /' >&2; }
+
+# expect WHAT HAVE WANT
+expect() { [ "$2" = "$3" ] || fail "$1: have '$2', want '$3'"; note "$1: $2"; }
+
+# wait_for SECONDS WHAT CMD...: polls CMD every 0.2 s until it succeeds.
+wait_for() {
+  local secs=$1 what=$2 i
+  shift 2
+  for i in $(seq 1 $((secs * 5))); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  fail "$what: not within ${secs}s"
+}
+
+prop() { c systemctl show -p "$2" --value "$1"; }
+is_active() { [ "$(prop "$1" ActiveState)" = active ]; }
+# reply PORT [lport]: one client's whole reply.
+reply() {
+  local lp=()
+  [ -z "${2:-}" ] || lp=(-lport "$2")
+  c /share/loadclient -addr "127.0.0.1:$1" -c 1 -n 1 -want "${WANT:-hello world\n}" -print "${lp[@]}" 2>/dev/null
+}
+has_status() { [ -n "$(prop waiterd.service StatusText)" ]; }
+has_error_since() { [ -n "$(journal_since "$1" -u waiterd.service -p err..err)" ]; }
+mainpid_changed() { local p; p=$(prop "$1" MainPID); [ "$p" != 0 ] && [ "$p" != "$2" ]; }
+no_active_units() { [ -z "$(c systemctl list-units --no-legend --state=active "$1")" ]; }
+listening() { local out; out=$(c ss -Htln "sport = :$1"); [ -n "$out" ]; }
+journal_since() { c journalctl --no-pager -o cat --since "@$1" "${@:2}"; }
+now() { date +%s; }
+
+# load_start NAME PORT CLIENTS SECONDS: the steady load, inside the
+# container, in the background; load_wait NAME checks it saw no failure.
+load_start() {
+  in_c timeout $(($4 + 30)) /share/loadclient -addr "127.0.0.1:$2" -c "$3" -d "$4s" -pause 5ms \
+    >"$WORK/load-$1.log" 2>&1 &
+  echo $! >"$WORK/load-$1.pid"
+}
+load_wait() {
+  local rc=0
+  wait "$(cat "$WORK/load-$1.pid")" || rc=$?
+  note "$(grep 'loadclient:' "$WORK/load-$1.log" | head -n 12)"
+  [ "$rc" = 0 ] || fail "load during $1: some connection failed (loadclient exit $rc)"
+}
+
+snapshot() { # every file and every user, for step 6's purge check
+  c find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
+    -o -path /var/tmp -o -path /var/log -o -path /var/lib/dpkg -o -path /var/cache \
+    -o -path /share -o -path /var/lib/systemd/timers -o -path /var/lib/systemd/random-seed \
+    -o -path /var/lib/systemd/catalog \) -prune -o -print | sort
+  c cat /etc/passwd /etc/group /etc/shadow /etc/gshadow
+}
+
+# --- the steps ------------------------------------------------------------
+
+results=() passed=0 failed=0
+if [ "$repro_ok" = 1 ]; then
+  results+=("PASS  repro: two builds of the package are identical ($repro_t)"); passed=$((passed + 1))
+else
+  results+=("FAIL  repro: two builds of the package are identical ($repro_t)"); failed=$((failed + 1))
+fi
+run_step() {
+  local id=$1 title=$2 fn=$3 t rc=0
+  if [ -n "$STEPS" ] && [ "$id" != install ] && [[ " $STEPS " != *" $id "* ]]; then return 0; fi
+  log "step $id: $title"
+  t=$(ts)
+  set +e
+  (set -e; "$fn")
+  rc=$?
+  set -e
+  if [ $rc = 0 ]; then
+    results+=("PASS  $id: $title ($(el "$t"))"); passed=$((passed + 1))
+  else
+    results+=("FAIL  $id: $title ($(el "$t"))"); failed=$((failed + 1))
+  fi
+  return 0
+}
+
+step_install() {
+  snapshot >"$WORK/before.txt"
+  c dpkg -i /share/waiterd.deb /share/myd.deb >"$WORK/dpkg-install.log" 2>&1 ||
+    { cat "$WORK/dpkg-install.log" >&2; fail "dpkg -i"; }
+  for u in waiterd.socket waiterd-accept.socket myd.socket myd-accept.socket; do
+    expect "$u enabled" "$(c systemctl is-enabled "$u" || true)" enabled
+    expect "$u active" "$(prop "$u" ActiveState)" active
+  done
+  # The services are socket activated: not enabled (so not started at boot
+  # either), the first client starts them.
+  for u in waiterd.service myd.service; do
+    expect "$u enabled" "$(c systemctl is-enabled "$u" || true)" disabled
+  done
+  expect "/etc/waiterd/waiterd.yaml is a conffile" "$(c dpkg-query -W -f='${Conffiles}' waiterd | awk '{print $1}')" /etc/waiterd/waiterd.yaml
+  c man -w waiterd >/dev/null 2>&1 || c test -f /usr/share/man/man8/waiterd.8.gz || fail "no man page"
+  c test -f /usr/share/doc/waiterd/copyright || fail "no copyright file"
+  c test -f /usr/share/doc/waiterd/changelog.Debian.gz || fail "no changelog.Debian.gz"
+}
+
+step_1() {
+  listening 9123 || fail "nothing listens on 9123 after install"
+  expect "waiterd.service before the first client" "$(prop waiterd.service ActiveState)" inactive
+  expect "first client's reply" "$(reply 9123)" "hello world"
+  wait_for 10 "waiterd.service active after the first client" is_active waiterd.service
+  note "waiterd.service active, MainPID $(prop waiterd.service MainPID)"
+}
+
+step_2() {
+  local st out prios t
+  t=$(now)
+  wait_for 5 "a STATUS= from waiterd" has_status
+  st=$(prop waiterd.service StatusText)
+  [ -n "$st" ] || fail "StatusText is empty: waiterd sent no STATUS="
+  out=$(c systemctl status --no-pager waiterd.service 2>&1 || true)
+  note "$(printf '%s\n' "$out" | grep -E 'Active:|Status:' | sed 's/^ *//')"
+  [[ $out == *"Status: \"$st\""* ]] || fail "systemctl status shows no Status: line ($st)"
+  [[ $st == *workers* ]] || fail "STATUS '$st' does not count workers"
+  # Info lines: the journal has waiterd's own, as native entries at priority 6.
+  out=$(c journalctl --no-pager -o cat -u waiterd.service -p info..info SYSLOG_IDENTIFIER=waiterd)
+  [[ $out == *"waiter: serving"* ]] || fail "no 'waiter: serving' line at priority info (6)"
+  # An error line: a reload with a bad value in the config must be refused,
+  # logged at priority err (3), and leave the service running as it was.
+  c cp /etc/waiterd/waiterd.yaml /run/waiterd.yaml.orig
+  c sh -c 'echo "spares: 999" >>/etc/waiterd/waiterd.yaml'
+  local pid; pid=$(prop waiterd.service MainPID)
+  c systemctl reload waiterd.service || true
+  c cp /run/waiterd.yaml.orig /etc/waiterd/waiterd.yaml
+  wait_for 10 "an error line after a bad reload" has_error_since "$t"
+  out=$(c journalctl --no-pager -o cat -u waiterd.service -p err..err --since "@$t")
+  note "priority err: $(printf '%s\n' "$out" | head -n 1)"
+  [[ $out == *"spares"* ]] || fail "the error line does not name the bad key spares"
+  prios=$(c journalctl --no-pager -u waiterd.service --since "@$t" -o verbose --output-fields=PRIORITY,MESSAGE | grep -c 'PRIORITY=3' || true)
+  [ "$prios" -ge 1 ] || fail "no PRIORITY=3 field"
+  expect "MainPID after the refused reload" "$(prop waiterd.service MainPID)" "$pid"
+  wait_for 10 "waiterd.service active after the refused reload" is_active waiterd.service
+  expect "reply after the refused reload" "$(reply 9123)" "hello world"
+}
+
+step_3() {
+  local pid t out n
+  pid=$(prop waiterd.service MainPID)
+  t=$(now)
+  load_start reload 9123 8 9
+  sleep 1.5
+  for i in 1 2 3; do
+    c systemctl reload waiterd.service || fail "systemctl reload ($i) failed"
+    sleep 2
+  done
+  load_wait reload
+  out=$(journal_since "$t" -u waiterd.service)
+  n=$(printf '%s\n' "$out" | grep -c 'reloading' || true)
+  [ "$n" -ge 3 ] || fail "waiterd logged $n reloads, want 3"
+  note "reloads logged: $n"
+  expect "MainPID after reloads (a reload is no restart)" "$(prop waiterd.service MainPID)" "$pid"
+}
+
+step_4() {
+  local pid pid2 sock
+  sock=$(prop waiterd.socket ActiveEnterTimestampMonotonic)
+  load_start restart 9123 8 10
+  sleep 1.5
+  for i in 1 2; do
+    pid=$(prop waiterd.service MainPID)
+    c systemctl restart waiterd.service || fail "systemctl restart ($i) failed"
+    pid2=$(prop waiterd.service MainPID)
+    [ "$pid2" != "$pid" ] && [ "$pid2" != 0 ] || fail "MainPID $pid -> $pid2: not restarted"
+    note "restart $i: MainPID $pid -> $pid2"
+    sleep 3
+  done
+  load_wait restart
+  expect "waiterd.socket never restarted" "$(prop waiterd.socket ActiveEnterTimestampMonotonic)" "$sock"
+}
+
+step_5() {
+  local dropin=/etc/systemd/system/waiterd.service.d/e2e-wedge.conf exec wd pid pid2 n0 t out secs
+  wd=$(prop waiterd.service WatchdogUSec)
+  note "WatchdogUSec=$wd"
+  # WatchdogUSec reads like 10s, 1min 30s or 500ms; whole seconds, rounded up.
+  secs=$(printf '%s\n' "$wd" | awk '{ t = 0; for (i = 1; i <= NF; i++) { v = $i + 0
+    if ($i ~ /ms$/) t += v / 1000; else if ($i ~ /min$/) t += v * 60; else if ($i ~ /s$/) t += v }
+    print int(t + 0.999) }')
+  [ "$secs" -gt 0 ] 2>/dev/null || fail "waiterd.service has no WatchdogSec= (WatchdogUSec=$wd)"
+  # The fault switch as a flag, added to the unit's own ExecStart by a drop-in.
+  exec=$(c sed -n 's/^ExecStart=//p' /lib/systemd/system/waiterd.service | head -n 1)
+  c mkdir -p "$(dirname "$dropin")"
+  c sh -c "printf '[Service]\nExecStart=\nExecStart=%s -fault-wedge-on-usr2\n' '$exec' >$dropin"
+  c systemctl daemon-reload
+  c systemctl restart waiterd.service || fail "restart with the wedge drop-in"
+  wait_for 10 "waiterd.service active with the wedge drop-in" is_active waiterd.service
+  pid=$(prop waiterd.service MainPID)
+  n0=$(prop waiterd.service NRestarts)
+  # First, a healthy master keeps the watchdog fed: alive after 1.5 periods.
+  sleep $((secs + secs / 2 + 1))
+  expect "MainPID after 1.5 watchdog periods (watchdog fed)" "$(prop waiterd.service MainPID)" "$pid"
+  t=$(now)
+  c systemctl kill -s USR2 --kill-who=main waiterd.service
+  # The watchdog fires within one period; then SIGABRT, the stop, RestartSec.
+  wait_for $((secs * 2 + 30)) "a restart after the wedge" mainpid_changed waiterd.service "$pid"
+  wait_for 15 "waiterd.service active again after the watchdog" is_active waiterd.service
+  pid2=$(prop waiterd.service MainPID)
+  note "MainPID $pid -> $pid2 after $(($(now) - t))s"
+  expect "NRestarts" "$(prop waiterd.service NRestarts)" $((n0 + 1))
+  out=$(journal_since "$t" -u waiterd.service)
+  [[ $out == *"wedging"* ]] || fail "waiterd did not log that it wedged"
+  [[ $out == *"Watchdog timeout"* ]] || fail "the journal does not say 'Watchdog timeout'"
+  note "$(printf '%s\n' "$out" | grep -E 'Watchdog timeout|Scheduled restart|wedging' | head -n 3)"
+  expect "reply after the watchdog restart" "$(reply 9123)" "hello world"
+  c rm -f "$dropin"
+  c systemctl daemon-reload
+  c systemctl restart waiterd.service || fail "restart without the drop-in"
+}
+
+step_7() {
+  local t out r1 r2
+  t=$(now)
+  r1=$(reply 9124 40124) r2=$(reply 9124 40125)
+  expect "Accept=yes reply (client port 40124)" "$r1" "hello world"
+  expect "Accept=yes reply (client port 40125)" "$r2" "hello world"
+  # systemd names each instance after the connection: ...-127.0.0.1:PORT.
+  out=$(journal_since "$t" -u 'waiterd-accept@*')
+  for p in 40124 40125; do
+    local inst
+    inst=$(printf '%s\n' "$out" | grep -o "waiterd-accept@[^ ]*127\.0\.0\.1:$p\.service" | head -n 1)
+    [ -n "$inst" ] || fail "no waiterd-accept@ instance for the client on port $p"
+    note "instance: $inst"
+  done
+  wait_for 10 "the instances end with their clients" no_active_units 'waiterd-accept@*'
+}
+
+step_myd() {
+  expect "myd.service before its first client" "$(prop myd.service ActiveState)" inactive
+  expect "myd's reply on $MYD_PORT" "$(WANT='myd\n' reply $MYD_PORT)" myd
+  wait_for 10 "myd.service active after its first client" is_active myd.service
+  expect "myd's reply on $((MYD_PORT + 1)) (Accept=yes)" "$(WANT='myd\n' reply $((MYD_PORT + 1)))" myd
+  expect "waiterd still on 9123" "$(reply 9123)" "hello world"
+}
+
+step_upgrade() {
+  local pid sock
+  wait_for 10 "waiterd.service active before the upgrade" is_active waiterd.service
+  pid=$(prop waiterd.service MainPID)
+  sock=$(prop waiterd.socket ActiveEnterTimestampMonotonic)
+  load_start upgrade 9123 4 8
+  sleep 1.5
+  c dpkg -i /share/waiterd.deb >"$WORK/dpkg-upgrade.log" 2>&1 || { cat "$WORK/dpkg-upgrade.log" >&2; fail "dpkg -i (upgrade)"; }
+  load_wait upgrade
+  wait_for 10 "waiterd.service active after the upgrade" is_active waiterd.service
+  [ "$(prop waiterd.service MainPID)" != "$pid" ] || fail "the upgrade did not restart waiterd.service (MainPID $pid)"
+  note "MainPID $pid -> $(prop waiterd.service MainPID)"
+  expect "waiterd.socket kept across the upgrade" "$(prop waiterd.socket ActiveEnterTimestampMonotonic)" "$sock"
+  expect "waiterd.socket still enabled" "$(c systemctl is-enabled waiterd.socket || true)" enabled
+}
+
+step_6() {
+  local cg pids p left out
+  wait_for 10 "waiterd.service active before the stop" is_active waiterd.service
+  cg=$(prop waiterd.service ControlGroup)
+  pids=$(c sh -c "cat /sys/fs/cgroup/unified$cg/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup$cg/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup/systemd$cg/cgroup.procs")
+  [ "$(printf '%s\n' "$pids" | wc -w)" -ge 2 ] || fail "want a master and workers in $cg, have: $pids"
+  note "$(printf '%s\n' "$pids" | wc -w) processes in $cg before the stop"
+  c systemctl stop waiterd.socket waiterd-accept.socket waiterd.service myd.socket myd-accept.socket myd.service
+  expect "waiterd.service after stop" "$(prop waiterd.service ActiveState)" inactive
+  expect "waiterd.service stop result (no SIGKILL needed)" "$(prop waiterd.service Result)" success
+  left=""
+  for p in $pids; do
+    if c test -d "/proc/$p"; then left+=" $p"; fi
+  done
+  [ -z "$left" ] || fail "processes of waiterd.service left after stop:$left"
+  out=$(c journalctl --no-pager -o cat -u waiterd.service)
+  [[ $out != *"timed out. Killing"* ]] || fail "systemd had to kill waiterd at some stop"
+  c dpkg --purge waiterd myd >"$WORK/dpkg-purge.log" 2>&1 || { cat "$WORK/dpkg-purge.log" >&2; fail "dpkg --purge"; }
+  c systemctl daemon-reload
+  snapshot >"$WORK/after.txt"
+  if ! diff -u "$WORK/before.txt" "$WORK/after.txt" >"$WORK/purge.diff"; then
+    cat "$WORK/purge.diff" >&2
+    fail "dpkg --purge left files or users behind (diff above: - before install, + after purge)"
+  fi
+  # (list-unit-files exits 1 when it lists nothing.)
+  out=$(c systemctl list-unit-files --no-legend 'waiterd*' 'myd*' || true)
+  [ -z "$out" ] || fail "unit files left: $out"
+  note "no file, user or unit left after purge"
+}
+
+run_step install "install: the sockets are enabled and started" step_install
+if [[ ${results[-1]} == PASS* ]]; then
+  run_step 1 "socket activation: inactive until the first client, hello world, then active" step_1
+  run_step 2 "systemctl status shows STATUS; the journal has waiterd's lines with their priorities" step_2
+  run_step 3 "systemctl reload under steady load fails no connection" step_3
+  run_step 4 "systemctl restart under steady load refuses no connection" step_4
+  run_step 5 "a wedged master is killed by the watchdog and restarted" step_5
+  run_step 7 "the Accept=yes units serve each client in its own instance" step_7
+  run_step myd "myd, packaged with the same machinery, serves on its port" step_myd
+  run_step upgrade "upgrade (dpkg -i again) restarts waiterd cleanly under load" step_upgrade
+  run_step 6 "stop leaves no process behind; purge leaves no file or user" step_6
+fi
+if [ -n "$KEEP" ]; then
+  c dpkg -i /share/waiterd.deb /share/myd.deb >/dev/null 2>&1 || true
+fi
+
+echo >&2
+printf '%s\n' "${results[@]}" >&2
+log "suite took $(el "$SUITE_T0")"
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]
