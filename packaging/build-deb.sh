@@ -141,9 +141,9 @@ fi
 hdr=$(od -An -tx1 -N20 "$src/$name" | tr -d ' \n')
 [ "${hdr:0:10}" = 7f454c4602 ] && [ "${hdr:36:4}" = 3e00 ] || die "$name: not an x86-64 ELF binary (Architecture: amd64)"
 
-# The units: every file of the directory that systemd would load.
+# The units: every socket and service of the directory.
 shopt -s nullglob
-unitfiles=("$units"/*.socket "$units"/*.service "$units"/*.timer "$units"/*.path)
+unitfiles=("$units"/*.socket "$units"/*.service)
 shopt -u nullglob
 [ ${#unitfiles[@]} -gt 0 ] || die "no units in $units (for waiterd they are units/ of the checkout)"
 sockets="" services=""

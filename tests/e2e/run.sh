@@ -156,7 +156,9 @@ is_active() { [ "$(prop "$1" ActiveState)" = active ]; }
 reply() {
   local lp=()
   [ -z "${2:-}" ] || lp=(-lport "$2")
-  c /share/loadclient -addr "127.0.0.1:$1" -c 1 -n 1 -want "${WANT:-hello world\n}" -print "${lp[@]}" 2>/dev/null
+  # Its summary goes to stderr only when it failed, to explain the reply.
+  c /share/loadclient -addr "127.0.0.1:$1" -c 1 -n 1 -want "${WANT:-hello world\n}" -print "${lp[@]}" \
+    2>"$WORK/reply.err" || cat "$WORK/reply.err" >&2
 }
 has_status() { [ -n "$(prop waiterd.service StatusText)" ]; }
 has_error_since() { [ -n "$(journal_since "$1" -u waiterd.service -p err..err)" ]; }
@@ -191,7 +193,9 @@ snapshot() { # every file and every user, for step 6's purge check
 # --- the steps ------------------------------------------------------------
 
 results=() passed=0 failed=0
-if [ "$repro_ok" = 1 ]; then
+if [ "${REPRO:-1}" = 0 ]; then
+  results+=("SKIP  repro: REPRO=0")
+elif [ "$repro_ok" = 1 ]; then
   results+=("PASS  repro: two builds of the package are identical ($repro_t)"); passed=$((passed + 1))
 else
   results+=("FAIL  repro: two builds of the package are identical ($repro_t)"); failed=$((failed + 1))
