@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
-	"sync"
-	"text/template"
 	"time"
 
 	"github.com/waiter-go/waiter/config"
@@ -18,12 +15,6 @@ import (
 //go:embed templates/*.tmpl
 var templateFS embed.FS
 
-// templates are parsed on first use, not at init: waiterd imports this
-// package, and every worker re-executes waiterd, so an init-time parse would
-// cost each forking-mode client's process its time.
-var templates = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("units").Option("missingkey=error").ParseFS(templateFS, "templates/*.tmpl"))
-})
 
 // Defaults that Generate fills in for zero fields of Params.
 const (
@@ -91,10 +82,10 @@ func (e *ParamError) Error() string {
 func (e *ParamError) Unwrap() error { return ErrInvalid }
 
 var (
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+	nameRE = charset{first: "A-Za-z0-9_", rest: "A-Za-z0-9_.-"}
 	// A path goes into ExecStart= unquoted: no space, no '%' (a specifier),
 	// no '$' (a variable), no '\' or quotes.
-	pathRE = regexp.MustCompile(`^/[A-Za-z0-9_.+@:,=/-]*$`)
+	pathRE = charset{first: "/", rest: "A-Za-z0-9_.+@:,=/-"}
 )
 
 const maxName = 64
@@ -117,7 +108,7 @@ func Generate(p Params) (map[string][]byte, error) {
 	out := make(map[string][]byte, len(tmpls))
 	for i, name := range FileNames(p.Name) {
 		var b bytes.Buffer
-		if err := templates().ExecuteTemplate(&b, tmpls[i], d); err != nil {
+		if err := render(&b, tmpls[i], d.vars()); err != nil {
 			// The templates are ours and fixed: this is a bug, not bad input.
 			return nil, fmt.Errorf("units: template %s: %w", tmpls[i], err)
 		}
