@@ -639,16 +639,29 @@ func TestTLSReloadRotatesCertificate(t *testing.T) {
 				t.Fatalf("established client: have %q, %v", rd, err)
 			}
 
+			if mode == "prefork" {
+				// Workers read the files when they start (see the forking
+				// skip below): both must have done so before the rotation.
+				eventually(t, 10*time.Second, "2 workers", func() bool { return p.count("on_child_start") == 2 })
+			}
+
 			pk.writeServer("server-2")
 			p.signal(syscall.SIGHUP)
-			if mode == "nofork" {
+			switch mode {
+			case "nofork":
 				// The one server is busy with the old client; the reload is
 				// done by its signal goroutine meanwhile.
 				eventually(t, 10*time.Second, "the reload logged", func() bool { return strings.Contains(p.stderr.String(), "SIGHUP: reloaded") })
-			} else {
-				eventually(t, 20*time.Second, "a new client to see server-2", func() bool {
-					_, st, err := tlsTalk(p.addr, "hello", cfg)
-					return err == nil && serverCN(st) == "server-2"
+			case "prefork":
+				// The new generation is ready and the old one's idle worker
+				// gone; its other worker is busy with the old client.
+				eventually(t, 20*time.Second, "the reload done", func() bool {
+					return strings.Contains(p.stderr.String(), "reloaded: generation 1 serving") && p.count("on_child_exit") == 1
+				})
+			case "forking":
+				// Once the new spares are ready the old ones get no client.
+				eventually(t, 20*time.Second, "the reload done", func() bool {
+					return strings.Contains(p.stderr.String(), "reloaded: generation 1 serving")
 				})
 			}
 			// The old client is still served: the server writes after it
