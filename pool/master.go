@@ -891,7 +891,13 @@ func (m *master) accepted(a acceptEv) {
 		k.client = true
 		m.oneshots++
 		unix.Close(fd)
-		m.maintain()
+		// The replacement starts when this one is reaped (reaped calls
+		// maintain), not now: a process's start takes both CPUs of a small
+		// machine for a few ms, and now is when this client is being
+		// served. Only when no spare is left does one start at once.
+		if len(m.spares) == 0 {
+			m.maintain()
+		}
 		return
 	}
 	m.spawn(kindOneshot, fd)

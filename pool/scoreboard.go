@@ -281,12 +281,21 @@ func (sb *Scoreboard) setFull(full bool) {
 	sb.u32(hdrFull).Store(v)
 }
 
-// monotonic is CLOCK_MONOTONIC in ns: the same clock in every process, unlike
-// Go's time.Now monotonic reading, which is private to the process.
-func monotonic() int64 {
+// monotonic is CLOCK_MONOTONIC in ns: the same clock in every process,
+// unlike Go's time.Now monotonic reading, whose origin is private to the
+// process. It is read through Go's clock (the vDSO, no system call: Busy and
+// Idle run it per client), offset once by a real clock_gettime(2); Go's
+// monotonic clock is CLOCK_MONOTONIC too, so the two agree to within the
+// microsecond of that first reading, in every process.
+func monotonic() int64 { return monoBase + int64(time.Since(monoRef)) }
+
+var monoRef, monoBase = monoStart()
+
+func monoStart() (time.Time, int64) {
+	ref := time.Now()
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
+	return ref, ts.Nano()
 }
 
 func sinceMono(t int64) time.Duration { return time.Duration(monotonic() - t) }

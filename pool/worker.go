@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ func (s *Server) runWorker() {
 	}
 	s.child = true
 	s.master = wi.master
+	nameProcess()
 	s.Options = wi.opts
 	s.setupLog()
 	if s.Carry != nil && wi.carry != "" {
@@ -106,6 +108,20 @@ func (s *Server) runWorker() {
 		s.exitWorker(ExitConfig, fmt.Sprintf("%s=%q: unknown role", envRole, wi.role))
 	}
 	s.exitWorker(0, "")
+}
+
+// nameProcess gives the worker the program's name in /proc/PID/comm (what
+// top, pgrep and journald's _COMM show): exec of /proc/self/exe named it
+// "exe". /proc/self/comm is the thread group leader's.
+func nameProcess() {
+	name := os.Args[0]
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	os.WriteFile("/proc/self/comm", []byte(name), 0)
 }
 
 // exitWorker ends a worker: the one place a worker exits. on_child_exit runs
@@ -225,14 +241,13 @@ func (s *Server) oneshot(handoff bool) {
 		s.slot.Idle()
 		sendEvent(evReady, s.slot.Index())
 		var err error
-		fd, err = recvFD(fdFirst)
+		fd, err = waitClient(fdFirst)
 		if err != nil {
 			if errors.Is(err, errNoClient) {
 				return // retired by the master (stop, reload)
 			}
 			s.exitWorker(1, err.Error())
 		}
-		unix.Close(fdFirst)
 	}
 	s.slot.Busy()
 	c, err := fdConn(fd)
@@ -245,6 +260,33 @@ func (s *Server) oneshot(handoff bool) {
 }
 
 var errNoClient = errors.New("pool: handoff closed with no client")
+
+// waitClient waits for the client on the hand-off socket in the netpoller
+// and closes the socket. Not in a blocking recvmsg(2): a goroutine back from
+// a system call that blocked for long is preempted at once by sysmon and
+// moved to another thread, on the client's time. The socket is this
+// process's alone (the master closed its copy after the fork), so its
+// O_NONBLOCK is ours to set.
+func waitClient(sock int) (int, error) {
+	if err := unix.SetNonblock(sock, true); err != nil {
+		return -1, fmt.Errorf("pool: handoff socket: %w", err)
+	}
+	f := os.NewFile(uintptr(sock), "handoff")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("pool: handoff socket: %w", err)
+	}
+	fd := -1
+	var rerr error
+	if err := rc.Read(func(s uintptr) bool {
+		fd, rerr = recvFD(int(s))
+		return !errors.Is(rerr, unix.EAGAIN)
+	}); err != nil {
+		return -1, fmt.Errorf("pool: handoff socket: %w", err)
+	}
+	return fd, rerr
+}
 
 // recvFD waits for one fd sent with SCM_RIGHTS on sock.
 func recvFD(sock int) (int, error) {

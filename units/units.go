@@ -15,7 +15,6 @@ import (
 //go:embed templates/*.tmpl
 var templateFS embed.FS
 
-
 // Defaults that Generate fills in for zero fields of Params.
 const (
 	// DefaultWatchdog is WatchdogSec=: long enough for a GC pause or a slow
