@@ -22,6 +22,7 @@ const (
 	envNames   = "WAITER_NAMES"   // listener names, ':'-separated
 	envHandoff = "WAITER_HANDOFF" // "spare": fd 6 is a socket the client arrives on
 	envCarry   = "WAITER_CARRY"   // the program's own settings (Server.Carry), JSON
+	envTLS     = "WAITER_TLS_FD"  // a memfd with the TLS files the master read (activation.TLSPEM, JSON)
 
 	fdScoreboard = 3 // memfd
 	fdLifeline   = 4 // read end of a pipe: EOF means the master is gone
@@ -65,6 +66,7 @@ type workerInfo struct {
 	names   []string
 	handoff bool
 	carry   string
+	tlsFd   int // -1: none
 }
 
 func readWorkerInfo() (workerInfo, error) {
@@ -94,7 +96,13 @@ func readWorkerInfo() (workerInfo, error) {
 	}
 	wi.handoff = os.Getenv(envHandoff) == "spare"
 	wi.carry = os.Getenv(envCarry)
-	for _, k := range []string{envRole, envSlot, envGen, envMaster, envOptions, envNames, envHandoff, envCarry} {
+	wi.tlsFd = -1
+	if v := os.Getenv(envTLS); v != "" {
+		if wi.tlsFd = num(envTLS); err != nil {
+			return wi, err
+		}
+	}
+	for _, k := range []string{envRole, envSlot, envGen, envMaster, envOptions, envNames, envHandoff, envCarry, envTLS} {
 		os.Unsetenv(k)
 	}
 	return wi, nil

@@ -97,7 +97,9 @@ func newProc(t *testing.T) *proc {
 // scenarioEnv is what makes the test binary the scenario server.
 func (p *proc) scenarioEnv(o config.Options) []string {
 	b, _ := json.Marshal(o)
-	return []string{envScenario + "=1", envOpts + "=" + string(b), envEvents + "=" + p.events}
+	// GORACE: a race-enabled process sleeps 1 s at exit by default, which
+	// would keep every forking worker alive a second after its client.
+	return []string{envScenario + "=1", envOpts + "=" + string(b), envEvents + "=" + p.events, "GORACE=atexit_sleep_ms=0"}
 }
 
 // launch starts p.cmd, collects its exit code, and kills it at the end of

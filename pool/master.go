@@ -274,11 +274,28 @@ func (m *master) allocSlot() int {
 // spawn asks the spawner for one worker. clientFd (oneshot) is closed in
 // the master once the child has it.
 func (m *master) spawn(kind kidKind, clientFd int) *kid {
+	tlsFd := -1
+	if m.o.SSL {
+		// The files as the master last loaded them, not as they are now: a
+		// rotation is the master's to check, on HUP.
+		fd, err := tlsMemfd(m.s.tlsPEM)
+		if err != nil {
+			m.log.Errorf("waiter: %v", err)
+			if clientFd >= 0 {
+				unix.Close(clientFd)
+			}
+			return nil
+		}
+		tlsFd = fd
+	}
 	slot := m.allocSlot()
 	if slot < 0 {
 		m.log.Errorf("waiter: no free scoreboard slot for a %s", kind)
 		if clientFd >= 0 {
 			unix.Close(clientFd)
+		}
+		if tlsFd >= 0 {
+			unix.Close(tlsFd)
 		}
 		return nil
 	}
@@ -306,6 +323,9 @@ func (m *master) spawn(kind kidKind, clientFd int) *kid {
 		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			m.log.Errorf("waiter: handoff socket: %v", err)
+			if tlsFd >= 0 {
+				unix.Close(tlsFd)
+			}
 			m.sb.Slot(slot).release()
 			m.free = append(m.free, slot)
 			return nil
@@ -320,6 +340,11 @@ func (m *master) spawn(kind kidKind, clientFd int) *kid {
 		closeAfter = append(closeAfter, clientFd)
 		k.client = true
 		m.oneshots++
+	}
+	if tlsFd >= 0 {
+		files = append(files, tlsFd) // after the listeners, the client or the handoff at fdFirst
+		closeAfter = append(closeAfter, tlsFd)
+		vars[envTLS] = strconv.Itoa(3 + len(files) - 1)
 	}
 	if _, ok := os.LookupEnv("GOTRACEBACK"); !ok {
 		vars["GOTRACEBACK"] = "all" // request_timeout's SIGQUIT dumps every goroutine
@@ -863,7 +888,7 @@ func (m *master) accepted(a acceptEv) {
 			m.s.accepted(c)
 		}
 	}
-	if m.oneshots >= m.o.Maxfork {
+	if m.oneshots >= m.o.Maxfork && m.busyOneshots() >= m.o.Maxfork {
 		m.log.Warnf("waiter: maxfork (%d) workers busy: refusing a client", m.o.Maxfork)
 		if c == nil && m.s.hk.HasMaxforked() {
 			c = m.viewConn(fd)
@@ -902,6 +927,19 @@ func (m *master) accepted(a acceptEv) {
 	}
 	m.spawn(kindOneshot, fd)
 	m.maintain()
+}
+
+// busyOneshots counts the forking workers with a client that have not yet
+// finished it: one that has (its slot says exiting) serves no one while it
+// exits, and must not make the master refuse a client.
+func (m *master) busyOneshots() int {
+	n := 0
+	for _, k := range m.kids {
+		if k.client && m.sb.Slot(k.slot).State() != stateExiting {
+			n++
+		}
+	}
+	return n
 }
 
 // viewConn is a net.Conn on a duplicate of fd, for hooks that run in the

@@ -24,18 +24,27 @@ func fdConn(fd int) (net.Conn, error) {
 
 // idleConn applies client_timeout: each Read and Write may wait at most d,
 // so a client that sends nothing, or reads nothing, frees its worker.
+//
+// d is 0 during a TLS handshake, which handshake_timeout bounds as a whole:
+// a deadline renewed on each Read would let a client that trickles a byte
+// at a time hold the worker, and one that sends nothing hold it for
+// client_timeout instead.
 type idleConn struct {
 	net.Conn
 	d time.Duration
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
-	c.Conn.SetReadDeadline(time.Now().Add(c.d))
+	if c.d > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.d))
+	}
 	return c.Conn.Read(b)
 }
 
 func (c *idleConn) Write(b []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.d))
+	if c.d > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.d))
+	}
 	return c.Conn.Write(b)
 }
 
@@ -59,8 +68,10 @@ func (s *Server) closeClient(c net.Conn) {
 // serve more clients (false when on_process returned an error) and whether
 // the client counts as failed.
 func (s *Server) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
-	if d := s.Options.ClientTimeout.D(); d > 0 {
-		c = &idleConn{Conn: c, d: d}
+	var idle *idleConn
+	if s.Options.ClientTimeout > 0 {
+		idle = &idleConn{Conn: c} // under the tls.Conn, so hooks still see a *tls.Conn
+		c = idle
 	}
 	if cfg := s.tls.Load(); cfg != nil {
 		tc := tls.Server(c, cfg)
@@ -74,6 +85,9 @@ func (s *Server) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 		}
 		c.SetDeadline(time.Time{})
 		c = tc
+	}
+	if idle != nil {
+		idle.d = s.Options.ClientTimeout.D()
 	}
 	s.client.Store(&connBox{c})
 	if runAcceptOK {
@@ -111,11 +125,22 @@ func peer(c net.Conn) string {
 // master has logged them already for the options a worker starts with, and
 // in forking mode a worker starts for every client.
 func (s *Server) loadTLS() error {
-	cfg, warns, err := activation.TLSConfig(s.Options)
+	var p activation.TLSPEM
+	var err error
+	if s.child {
+		p, err = readTLSFd(s.tlsFd, s.Options.SSL)
+	} else {
+		p, err = activation.ReadTLSFiles(s.Options)
+	}
+	if err != nil {
+		return err
+	}
+	cfg, warns, err := activation.TLSConfigFromPEM(s.Options, p)
 	if err != nil {
 		return err
 	}
 	if !s.child {
+		s.tlsPEM = p
 		for _, w := range warns {
 			s.log.Warnf("waiter: %s", w)
 		}

@@ -62,6 +62,8 @@ type Server struct {
 	slot    Slot
 	master  int
 	tls     atomic.Pointer[tls.Config]
+	tlsPEM  activation.TLSPEM       // master: the files as last loaded, for the workers it starts
+	tlsFd   int                     // worker: the memfd they came in, -1 when none
 	client  atomic.Pointer[connBox] // the client being served by this process
 	broken  atomic.Bool
 	served  atomic.Uint64 // nofork: clients served by this process

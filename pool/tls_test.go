@@ -558,7 +558,6 @@ func TestTLSHandshakeTimeoutNofork(t *testing.T) {
 // With client_timeout longer than handshake_timeout, the handshake must still
 // end at handshake_timeout.
 func TestTLSHandshakeTimeoutWithClientTimeout(t *testing.T) {
-	t.Skip("serve's idleConn resets the read deadline on each Read, overriding handshake_timeout with client_timeout (reported with issue 6; remove this Skip with the fix)")
 	pk := newTLSPKI(t)
 	const hs = 300 * time.Millisecond
 	p := start(t, pk.opts("nofork", func(o *config.Options) {
@@ -688,9 +687,6 @@ func TestTLSReloadRotatesCertificate(t *testing.T) {
 			eventually(t, 10*time.Second, "the refusal logged", func() bool {
 				return strings.Contains(p.stderr.String(), `ssl_cert_file \"`+pk.cert+`\": no PEM CERTIFICATE`)
 			})
-			if mode == "forking" {
-				t.Skip("forking: workers re-read the files at their start, so the broken file breaks every new worker (reported with issue 6)")
-			}
 			for i := 0; i < 3; i++ {
 				if have, st := mustTLSTalk(t, p.addr, "hello", cfg); have != "hello world\n" || serverCN(st) != "server-2" {
 					t.Fatalf("after a refused reload, client %d: want hello world from server-2, have %q from %q", i, have, serverCN(st))

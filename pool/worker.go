@@ -61,6 +61,7 @@ func (s *Server) runWorker() {
 	s.sb = sb
 	s.slot = sb.Slot(wi.slot)
 	s.slot.SetPID(os.Getpid())
+	s.tlsFd = wi.tlsFd
 	if err := s.loadTLS(); err != nil {
 		s.exitWorker(ExitConfig, err.Error())
 	}
