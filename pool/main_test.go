@@ -38,7 +38,12 @@ func TestMain(m *testing.M) {
 		os.Exit(5) // a worker that cannot start
 	}
 	if os.Getenv(envScenario) != "" {
-		os.Exit(scenarioServer().Run())
+		code := scenarioServer().Run()
+		// Run returns only in the master: a worker ends inside it
+		// (Net::Waiter let a die in on_process return into the user's code
+		// in the child).
+		record("run_returned", pool.IsWorker())
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }

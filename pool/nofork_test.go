@@ -94,3 +94,16 @@ func TestPortInUseGives100(t *testing.T) {
 		t.Fatalf("want one clear line about the address in use, have %d:\n%s", n, log)
 	}
 }
+
+// With no socket given, the server binds its own (the fallback).
+func TestNoforkOnItsOwnSocket(t *testing.T) {
+	addr := freeAddr(t)
+	p := startWith(t, opts(func(o *config.Options) { o.Nofork = true; o.Listen = addr }), nil)
+	if s := talkRetry(t, addr, "hello"); s != "hello world\n" {
+		t.Fatalf("want hello world, have %q", s)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}

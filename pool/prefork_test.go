@@ -460,6 +460,17 @@ func TestPanicInWorkerCountsAsFailure(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), "hook on_process panicked") {
 		t.Fatalf("the panic was not logged:\n%s", p.stderr.String())
 	}
+	talk(p.addr, "exit")
+	talk(p.addr, "stop")
+	mustTalk(t, p.addr, "hello")
+	if n := p.count("run_returned"); n != 0 {
+		t.Fatalf("Run returned %d times in workers (panic, os.Exit, on_process error)", n)
+	}
+	p.signal(syscall.SIGTERM)
+	p.wait(10 * time.Second)
+	if n := p.count("run_returned"); n != 1 {
+		t.Fatalf("Run must return once, in the master: %d", n)
+	}
 }
 
 // client_timeout frees a worker from a client that sends nothing, and the
