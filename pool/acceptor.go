@@ -3,7 +3,9 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +32,7 @@ type acceptor struct {
 	wakeW   int
 	events  []unix.EpollEvent
 	pending []int // listener indexes reported ready, not yet tried
+	raw     bool  // wait without the scheduler's knowledge (see wait)
 	// pause grows after each accept error (EMFILE and the like) and is
 	// slept before the next try: the listener stays readable, and without
 	// it a level-triggered wait would spin and flood the log.
@@ -109,7 +112,7 @@ func (a *acceptor) accept(timeout time.Duration) (int, int, error) {
 		if ms <= 0 {
 			return -1, -1, errTimeout
 		}
-		n, err := unix.EpollWait(a.ep, a.events, ms)
+		n, err := a.wait(ms)
 		if err == unix.EINTR {
 			continue
 		}
@@ -137,4 +140,29 @@ func (a *acceptor) close() {
 	unix.Close(a.ep)
 	unix.Close(a.wakeR)
 	unix.Close(a.wakeW)
+}
+
+// wait is epoll_wait(2). With raw set it is made without telling the Go
+// scheduler (no entersyscall): the thread keeps its P while it sleeps in the
+// kernel, so that its return costs no P hand-off and does not wake sysmon,
+// which otherwise polls every 20 µs for a while after each wake-up (measured
+// at ~2 extra context switches per client). The runtime still preempts the
+// thread with a signal when it needs to (GC, a 10 ms time slice): epoll_wait
+// then returns EINTR, and the caller's loop gives the scheduler its safe
+// point. Measured with waiter-bench on 2 cores, prefork 8..32 at c=64: 0.62-
+// 0.67x the baseline's conn/s waiting through the scheduler, 0.79-0.86x
+// raw. Only for a thread that has nothing else to do meanwhile (a prefork
+// worker's, nofork's), not the forking master's acceptor, whose P the
+// supervisor loop needs. With GODEBUG=asyncpreemptoff=1 a raw wait delays
+// this process's GC until a client or the accept timeout ends it.
+func (a *acceptor) wait(ms int) (int, error) {
+	if !a.raw {
+		return unix.EpollWait(a.ep, a.events, ms)
+	}
+	r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(a.ep),
+		uintptr(unsafe.Pointer(&a.events[0])), uintptr(len(a.events)), uintptr(ms), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }

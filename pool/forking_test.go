@@ -54,6 +54,9 @@ func TestForkingHookOrder(t *testing.T) {
 	var seq []string
 	for _, e := range p.readEvents() {
 		f := strings.Fields(e)
+		if !strings.HasPrefix(f[0], "on_") {
+			continue
+		}
 		where := "worker"
 		if f[1] == master {
 			where = "master"

@@ -25,6 +25,7 @@ func (s *Server) runNofork() int {
 		return ExitListen
 	}
 	defer acc.close()
+	acc.raw = true // this thread does nothing else while it waits (see acceptor.wait)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)

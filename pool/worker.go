@@ -101,6 +101,7 @@ func (s *Server) runWorker() {
 		}
 		wake = acc.wake
 		acc.wasted = s.slot.Wasted
+		acc.raw = true // this thread does nothing else while it waits (see acceptor.wait)
 		s.onBreak(acc.wake)
 		s.preforkLoop(acc, &stop)
 	case roleOneshot:
