@@ -103,6 +103,7 @@ type master struct {
 	nextSpawn  time.Time
 	served     uint64 // by workers already reaped
 	failed     uint64
+	growC      <-chan time.Time // armed while a growth waits for growAfter
 	lastStatus string
 	statusAt   time.Time
 	watchdog   time.Duration // ping interval; 0: off
@@ -253,6 +254,9 @@ func (m *master) run() int {
 				continue
 			}
 			m.accepted(a)
+		case <-m.growC:
+			m.growC = nil
+			m.grow()
 		case <-tick.C:
 			m.tick()
 		}
@@ -488,6 +492,21 @@ func (m *master) grow() {
 	if starting > 0 {
 		return // workers about to be idle: no need for more yet
 	}
+	if have >= m.o.Maxfork {
+		return
+	}
+	// Grow only when every worker has been with its client for growAfter:
+	// then clients are slow (waiting on I/O) and more processes serve more
+	// of them. Workers that are all busy only for an instant are CPU-bound,
+	// and more processes would only share the same CPUs at the cost of
+	// context switches (measured on 2 cores at c=64: 2 workers 10,576
+	// conn/s, 8 workers 8,506, 32 workers 7,162).
+	if age := m.busyAge(); age < growAfter {
+		if age >= 0 && m.growC == nil {
+			m.growC = time.After(growAfter - age)
+		}
+		return
+	}
 	n := min(max(1, have/2), m.o.Maxfork-have)
 	if n > 0 {
 		m.log.Debugf("waiter: all %d workers busy: starting %d more", have, n)
@@ -497,6 +516,30 @@ func (m *master) grow() {
 			return
 		}
 	}
+}
+
+// growAfter is how long every prefork worker must have been busy with its
+// current client before the pool grows.
+const growAfter = 20 * time.Millisecond
+
+// busyAge returns how long the most recently busy worker of the pool has
+// been with its client, or -1 when a worker is idle (or starting).
+func (m *master) busyAge() time.Duration {
+	age := time.Duration(-1)
+	for _, k := range m.kids {
+		if k.kind != kindWorker || !k.termAt.IsZero() {
+			continue
+		}
+		sl := m.sb.Slot(k.slot)
+		b := sl.BusySince()
+		if sl.State() != stateBusy || b == 0 {
+			return -1
+		}
+		if a := sinceMono(b); age < 0 || a < age {
+			age = a
+		}
+	}
+	return age
 }
 
 func (m *master) event(ev uint32) {
