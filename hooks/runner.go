@@ -29,9 +29,6 @@ type Runner struct {
 // NewRunner wraps a Set; log receives panics.
 func NewRunner(s Set, log logrus.FieldLogger) *Runner { return &Runner{set: s, log: log} }
 
-// Set returns the hooks the runner calls.
-func (r *Runner) Set() Set { return r.set }
-
 // guard is deferred by every method: it turns a panic into a *PanicError.
 func (r *Runner) guard(hook string, err *error) {
 	v := recover()

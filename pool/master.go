@@ -480,17 +480,11 @@ func (m *master) grow() {
 	if m.stopping || m.o.Prefork == 0 || time.Now().Before(m.nextSpawn) {
 		return
 	}
-	have, starting := 0, 0
+	have := 0
 	for _, k := range m.kids {
 		if k.kind == kindWorker && k.termAt.IsZero() {
 			have++
-			if !k.ready {
-				starting++
-			}
 		}
-	}
-	if starting > 0 {
-		return // workers about to be idle: no need for more yet
 	}
 	if have >= m.o.Maxfork {
 		return
@@ -523,7 +517,8 @@ func (m *master) grow() {
 const growAfter = 20 * time.Millisecond
 
 // busyAge returns how long the most recently busy worker of the pool has
-// been with its client, or -1 when a worker is idle (or starting).
+// been with its client, or -1 when a worker is idle or still starting (it
+// will take a client soon: no need for more yet).
 func (m *master) busyAge() time.Duration {
 	age := time.Duration(-1)
 	for _, k := range m.kids {

@@ -65,6 +65,7 @@ func (s *Server) runNofork() int {
 		}
 	}
 	notifyStopping(s.log)
+	s.log.Infof("waiter: stopped: %d clients served, %d failed", s.served.Load(), s.failed.Load())
 	return ExitOK
 }
 

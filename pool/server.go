@@ -2,7 +2,6 @@ package pool
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -81,9 +80,6 @@ func New(opts config.Options, h hooks.Set) *Server {
 // master. A main can use it to skip set-up that only the master needs, since
 // everything before Run runs in every worker too.
 func IsWorker() bool { return os.Getenv(envRole) != roleMaster }
-
-// ErrNoSockets is returned when there is nothing to serve.
-var ErrNoSockets = errors.New("pool: no sockets to serve")
 
 // BreakMainLoop asks the main loop to end after the current client, as
 // Net::Waiter's break_main_loop does: in the master a graceful stop follows;
