@@ -56,6 +56,17 @@ func workerEnv(base []string, vars map[string]string) []string {
 	return out
 }
 
+// withVars returns a copy of env (already filtered by workerEnv) with vars
+// appended: the per-spawn part of a worker's environment.
+func withVars(env []string, vars map[string]string) []string {
+	out := make([]string, len(env), len(env)+len(vars))
+	copy(out, env)
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
 // workerInfo is what a worker learns from its environment.
 type workerInfo struct {
 	role    string

@@ -150,7 +150,11 @@ func (m *master) setup() error {
 		return fmt.Errorf("pool: event pipe: %w", err)
 	}
 	m.evR, m.evW = p[0], p[1]
-	m.baseEnv = os.Environ()
+	// The master's environment, filtered once: every spawn only appends.
+	m.baseEnv = workerEnv(os.Environ(), nil)
+	if _, ok := os.LookupEnv("GOTRACEBACK"); !ok {
+		m.baseEnv = append(m.baseEnv, "GOTRACEBACK=all") // request_timeout's SIGQUIT dumps every goroutine
+	}
 	names := make([]string, len(m.s.sockets))
 	for i, sk := range m.s.sockets {
 		names[i] = strings.ReplaceAll(sk.Name, ":", "_")
@@ -350,12 +354,9 @@ func (m *master) spawn(kind kidKind, clientFd int) *kid {
 		closeAfter = append(closeAfter, tlsFd)
 		vars[envTLS] = strconv.Itoa(3 + len(files) - 1)
 	}
-	if _, ok := os.LookupEnv("GOTRACEBACK"); !ok {
-		vars["GOTRACEBACK"] = "all" // request_timeout's SIGQUIT dumps every goroutine
-	}
 	m.kids[slot] = k
 	m.pending++
-	m.sp.reqs <- spawnReq{slot: slot, env: workerEnv(m.baseEnv, vars), files: files, closeAfter: closeAfter}
+	m.sp.reqs <- spawnReq{slot: slot, env: withVars(m.baseEnv, vars), files: files, closeAfter: closeAfter}
 	return k
 }
 

@@ -2,7 +2,9 @@ package pool
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"time"
@@ -140,7 +142,12 @@ func (s *Server) loadTLS() error {
 		return err
 	}
 	if !s.child {
-		s.tlsPEM = p
+		// Encoded once here, not for each worker started.
+		b, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("pool: TLS for the workers: %w", err)
+		}
+		s.tlsPEM = b
 		for _, w := range warns {
 			s.log.Warnf("waiter: %s", w)
 		}

@@ -61,7 +61,7 @@ type Server struct {
 	slot    Slot
 	master  int
 	tls     atomic.Pointer[tls.Config]
-	tlsPEM  activation.TLSPEM       // master: the files as last loaded, for the workers it starts
+	tlsPEM  []byte                  // master: the files as last loaded (JSON), for the workers it starts
 	tlsFd   int                     // worker: the memfd they came in, -1 when none
 	client  atomic.Pointer[connBox] // the client being served by this process
 	broken  atomic.Bool

@@ -15,11 +15,7 @@ import (
 // for one worker: sealed, so that neither the worker nor a program a hook
 // starts can change what later workers would read. The spawner closes it
 // in the master once the worker has it.
-func tlsMemfd(p activation.TLSPEM) (int, error) {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return -1, fmt.Errorf("pool: TLS for a worker: %w", err)
-	}
+func tlsMemfd(b []byte) (int, error) {
 	fd, err := unix.MemfdCreate("waiter-tls", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return -1, fmt.Errorf("pool: TLS memfd: %w", err)
