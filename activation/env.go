@@ -48,7 +48,9 @@ func ReadEnv() Env {
 // Count applies sd_listen_fds(3) to the variables: 0 when they are absent or
 // meant for another process (LISTEN_PID is not pid), the number of fds and
 // their names otherwise, and an *EnvError naming the variable when one is
-// malformed. Names missing from LISTEN_FDNAMES are "unknown", as in systemd.
+// malformed. Names missing from LISTEN_FDNAMES are "unknown" (DefaultName),
+// as in systemd, and so are empty ones ("a::b"), which systemd would pass on
+// as empty strings: waiter never gives a socket an empty name.
 func (e Env) Count(pid int) (n int, names []string, err error) {
 	if !e.FDsSet && !e.PIDSet {
 		return 0, nil, nil
@@ -82,8 +84,10 @@ func (e Env) Count(pid int) (n int, names []string, err error) {
 		}
 	} else {
 		names = make([]string, n)
-		for i := range names {
-			names[i] = "unknown"
+	}
+	for i := range names {
+		if names[i] == "" {
+			names[i] = DefaultName
 		}
 	}
 	return n, names, nil

@@ -49,6 +49,10 @@ func TestCount(t *testing.T) {
 		{"fds without pid", Env{FDs: "1", FDsSet: true}, 0, "", ""},
 		{"one", Env{PID: "1234", PIDSet: true, FDs: "1", FDsSet: true}, 1, "unknown", ""},
 		{"named", Env{PID: "1234", PIDSet: true, FDs: "2", FDsSet: true, FDNames: "a:b"}, 2, "a b", ""},
+		// An empty entry is unnamed, like a missing LISTEN_FDNAMES: never "".
+		{"empty name", Env{PID: "1234", PIDSet: true, FDs: "3", FDsSet: true, FDNames: "a::b"}, 3, "a unknown b", ""},
+		{"empty names", Env{PID: "1234", PIDSet: true, FDs: "2", FDsSet: true, FDNames: ":"}, 2, "unknown unknown", ""},
+		{"empty last", Env{PID: "1234", PIDSet: true, FDs: "2", FDsSet: true, FDNames: "web:"}, 2, "web unknown", ""},
 		{"pid not a number", Env{PID: "x", PIDSet: true, FDs: "1", FDsSet: true}, 0, "", "LISTEN_PID"},
 		{"fds not a number", Env{PID: "1234", PIDSet: true, FDs: "two", FDsSet: true}, 0, "", "LISTEN_FDS"},
 		{"fds negative", Env{PID: "1234", PIDSet: true, FDs: "-1", FDsSet: true}, 0, "", "LISTEN_FDS"},
@@ -134,6 +138,8 @@ func TestFromEnvReal(t *testing.T) {
 	}{
 		{"two named listeners", []*os.File{tcpFile(t), tcpFile(t)}, []string{"ACTTEST_PID=self", "LISTEN_FDS=2", "LISTEN_FDNAMES=web:admin"},
 			"web listening=true inherited=true\nadmin listening=true inherited=true\nenv left: \"\""},
+		{"an empty name", []*os.File{tcpFile(t), tcpFile(t)}, []string{"ACTTEST_PID=self", "LISTEN_FDS=2", "LISTEN_FDNAMES=:admin"},
+			"unknown listening=true inherited=true\nadmin listening=true inherited=true\n"},
 		{"another process's", []*os.File{tcpFile(t)}, []string{"LISTEN_PID=1", "LISTEN_FDS=1"}, "env left: \"\""},
 		{"not a socket", []*os.File{pr}, []string{"ACTTEST_PID=self", "LISTEN_FDS=1"}, "error: activation: LISTEN_FDS=\"1\": fd 3 (unknown) is not a socket"},
 		{"datagram", []*os.File{uf}, []string{"ACTTEST_PID=self", "LISTEN_FDS=1"}, "is not a stream socket"},

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -15,8 +17,11 @@ import (
 type Socket struct {
 	// Fd is the raw descriptor: non-blocking and close-on-exec.
 	Fd int
-	// Name is the LISTEN_FDNAMES name (systemd's FileDescriptorName=), or
-	// "listen" for a socket waiter bound itself.
+	// Name is the LISTEN_FDNAMES name (systemd's FileDescriptorName=),
+	// DefaultName for an fd that systemd or FromFd was given no name for,
+	// or "listen" for a socket waiter bound itself. It is never empty and
+	// never contains ':' (see CheckNames); several sockets may share one,
+	// as the fds of one systemd socket unit do.
 	Name string
 	// Addr is the local address.
 	Addr net.Addr
@@ -51,10 +56,85 @@ func (s *Socket) String() string {
 	return fmt.Sprintf("%s(%s fd %d)", s.Name, a, s.Fd)
 }
 
+// DefaultName is the name of a socket given none, as systemd names an fd
+// that LISTEN_FDNAMES does not (sd_listen_fds_with_names(3)).
+const DefaultName = "unknown"
+
+// NameError is a socket CheckNames refuses, or a name FromFd refuses.
+type NameError struct {
+	Index  int // in the list given to CheckNames; -1 from FromFd
+	Fd     int
+	Name   string
+	Reason string
+}
+
+func (e *NameError) Error() string {
+	if e.Index < 0 {
+		return fmt.Sprintf("activation: fd %d: name %q: %s", e.Fd, e.Name, e.Reason)
+	}
+	return fmt.Sprintf("activation: socket %d (fd %d, name %q): %s", e.Index, e.Fd, e.Name, e.Reason)
+}
+
+// nameProblem says what is wrong with a socket name, or "" if nothing is.
+// The rules are systemd's for FileDescriptorName= where they matter to
+// waiter: ':' separates names in LISTEN_FDNAMES (and in what a pool passes
+// its workers), and a control character (NUL above all, which no environment
+// variable can hold) would break that variable or a log line. Unlike
+// systemd, waiter refuses the empty name: an empty entry vanishes when such a
+// list is split, and with it the socket.
+func nameProblem(name string) string {
+	if name == "" {
+		return "empty name: give the socket a name (FromFd and FromEnv name an unnamed one " + strconv.Quote(DefaultName) + ")"
+	}
+	for _, r := range name {
+		if r == ':' {
+			return "a name must not contain ':', the separator of LISTEN_FDNAMES (systemd refuses it in FileDescriptorName= too)"
+		}
+		if r < ' ' || r == 0x7f {
+			return fmt.Sprintf("a name must not contain control characters (%q)", r)
+		}
+	}
+	return ""
+}
+
+// CheckNames refuses, naming the socket by its index, fd and name, a list of
+// sockets a server could not pass on to its workers intact: a nil or closed
+// socket, an empty name, a name with ':' or a control character, or one fd
+// listed twice. Sockets may share a name: systemd gives every fd of one
+// socket unit the same FileDescriptorName= (by default the unit's name), and
+// Pick returns them all.
+func CheckNames(socks []*Socket) error {
+	seen := make(map[int]int, len(socks))
+	for i, s := range socks {
+		if s == nil {
+			return &NameError{Index: i, Fd: -1, Reason: "nil socket"}
+		}
+		if s.Fd < 0 {
+			return &NameError{Index: i, Fd: s.Fd, Name: s.Name, Reason: "closed socket"}
+		}
+		if p := nameProblem(s.Name); p != "" {
+			return &NameError{Index: i, Fd: s.Fd, Name: s.Name, Reason: p}
+		}
+		if j, dup := seen[s.Fd]; dup {
+			return &NameError{Index: i, Fd: s.Fd, Name: s.Name, Reason: fmt.Sprintf("the same fd as socket %d (%s)", j, socks[j].Name)}
+		}
+		seen[s.Fd] = i
+	}
+	return nil
+}
+
 // FromFd wraps a socket fd the program already holds (for example one passed
 // by a supervisor other than systemd). It must be a stream socket; it is made
-// close-on-exec and non-blocking, and the Socket owns it from now on.
+// close-on-exec and non-blocking, and the Socket owns it from now on. An
+// empty name becomes DefaultName; a name CheckNames would refuse is refused
+// with a *NameError, and the fd stays the caller's.
 func FromFd(fd int, name string) (*Socket, error) {
+	if name == "" {
+		name = DefaultName
+	}
+	if p := nameProblem(name); p != "" {
+		return nil, &NameError{Index: -1, Fd: fd, Name: name, Reason: p}
+	}
 	s, err := inspect(fd, name)
 	if err != nil {
 		return nil, fmt.Errorf("activation: %w", err)
@@ -184,19 +264,26 @@ func removeStale(path string) {
 	os.Remove(path)
 }
 
-// Pick returns the sockets whose names are in names, in that order; an
-// empty names returns all. A name that matches nothing is an error.
+// Pick returns the sockets whose names are in names, in that order, each
+// once; an empty names returns all. A name that matches nothing is an error,
+// and so is an empty name: no socket has one (an unnamed socket is
+// DefaultName), and "" is what an empty list split on ':' or ',' leaves.
 func Pick(all []*Socket, names ...string) ([]*Socket, error) {
 	if len(names) == 0 {
 		return all, nil
 	}
 	var out []*Socket
-	for _, n := range names {
+	for i, n := range names {
+		if n == "" {
+			return nil, fmt.Errorf("activation: socket name %d of %d is empty: name a socket by its FileDescriptorName= (an unnamed one is %q), or give no names to serve all", i+1, len(names), DefaultName)
+		}
 		found := false
 		for _, s := range all {
 			if s.Name == n {
-				out = append(out, s)
 				found = true
+				if !slices.Contains(out, s) {
+					out = append(out, s)
+				}
 			}
 		}
 		if !found {
