@@ -3,11 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"debug/buildinfo"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,16 +20,79 @@ import (
 	"time"
 )
 
-// build compiles waiterd once per test binary run.
+// build compiles waiterd for a test: with -race when this test binary has
+// it (the race detector needs cgo), static otherwise, as the Makefile builds
+// it.
 func build(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "waiterd")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	args := []string{"build", "-o", bin}
+	cgo := "CGO_ENABLED=0"
+	if raceEnabled {
+		args = append(args, "-race")
+		cgo = "CGO_ENABLED=1"
+	}
+	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Env = append(os.Environ(), cgo)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	if raceEnabled {
+		bi, err := buildinfo.ReadFile(bin)
+		if err != nil || !slices.Contains(bi.Settings, debug.BuildSetting{Key: "-race", Value: "true"}) {
+			t.Fatalf("a race-enabled test built a waiterd without -race: %v %v", bi, err)
+		}
+	}
 	return bin
+}
+
+// daemon is a waiterd process under test.
+type daemon struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	done   chan struct{}
+	err    error // cmd.Wait's, once done is closed
+}
+
+// startWaiterd starts bin with args. At the end of the test it is killed if
+// it still runs, and its stderr, which its workers share, is checked for
+// race reports (failOnRace): a race in the daemon fails the test.
+func startWaiterd(t *testing.T, bin string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{cmd: exec.Command(bin, args...), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	d.cmd.Stderr = d.stderr
+	if _, ok := os.LookupEnv("GORACE"); !ok {
+		// A race-enabled process sleeps 1 s at exit by default.
+		d.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	}
+	// Workers hold stderr open until they see the master gone: do not wait
+	// for them for ever after a kill.
+	d.cmd.WaitDelay = 10 * time.Second
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+		failOnRace(t, fmt.Sprintf("waiterd (pid %d)", d.cmd.Process.Pid), d.stderr.String())
+	})
+	return d
+}
+
+// wait waits for the daemon to exit and returns cmd.Wait's error.
+func (d *daemon) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-d.done:
+		return d.err
+	case <-time.After(timeout):
+		t.Fatalf("waiterd did not exit within %s\n%s", timeout, d.stderr.String())
+	}
+	return nil
 }
 
 // lockedBuffer is a running process's stderr that the test reads meanwhile.
@@ -95,13 +162,8 @@ func TestWaiterdEchoAndReload(t *testing.T) {
 	cfg := filepath.Join(dir, "w.yaml")
 	os.WriteFile(cfg, []byte("prefork: 2\nmaxfork: 4\necho: true\n"), 0o600)
 	addr := freeAddr(t)
-	var stderr lockedBuffer
-	cmd := exec.Command(bin, "-config", cfg, "-listen", addr, "-prefork", "3")
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	d := startWaiterd(t, bin, "-config", cfg, "-listen", addr, "-prefork", "3")
+	cmd, stderr := d.cmd, d.stderr
 	var c net.Conn
 	var err error
 	for i := 0; i < 100; i++ {
@@ -171,7 +233,7 @@ func TestWaiterdEchoAndReload(t *testing.T) {
 		t.Fatalf("after a refused reload: %q", line)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
+	if err := d.wait(t, 40*time.Second); err != nil {
 		t.Fatalf("exit: %v\n%s", err, stderr.String())
 	}
 }
