@@ -19,8 +19,9 @@ type Socket struct {
 	Fd int
 	// Name is the LISTEN_FDNAMES name (systemd's FileDescriptorName=),
 	// DefaultName for an fd that systemd or FromFd was given no name for,
-	// or "listen" for a socket waiter bound itself. It is never empty and
-	// never contains ':' (see CheckNames); several sockets may share one,
+	// or "listen" for a socket waiter bound itself: FromEnv, FromFd and
+	// Bind never leave it empty nor put ':' in it, and CheckNames refuses a
+	// Socket built otherwise that has. Several sockets may share a name,
 	// as the fds of one systemd socket unit do.
 	Name string
 	// Addr is the local address.
