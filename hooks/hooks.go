@@ -36,9 +36,10 @@ type Set struct {
 	// OnForkOK runs in the master when a worker process has been started.
 	OnForkOK func(pid int)
 	// OnProcess serves one client; it is the only hook that must be set.
-	// Returning an error (ErrStopWorker to say so without a warning) makes a
-	// prefork worker exit after this client, as a false return did in
-	// Net::Waiter.
+	// An error it returns counts the client as failed, and the worker goes
+	// on; ErrStopWorker (no warning), an error wrapped with Fatal, or a
+	// panic end the worker after this client. An I/O error the client
+	// caused (reset, EOF, broken pipe, client_timeout) is logged at debug.
 	OnProcess func(c net.Conn) error
 	// OnPreforkChildIdle runs in a prefork worker each time the accept
 	// timeout passes with no client.
@@ -82,6 +83,26 @@ type Set struct {
 // ErrStopWorker, returned by OnProcess, ends a prefork worker after this
 // client without logging a warning.
 var ErrStopWorker = errors.New("hooks: on_process asked the worker to stop")
+
+// ErrFatal marks an error from OnProcess that must end the worker after
+// this client (its state is broken: a lost database handle, a corrupt
+// cache). Wrap an error with Fatal, or with fmt.Errorf("...: %w", ErrFatal).
+// Any other error is counted as the client's failure and the worker goes on.
+var ErrFatal = errors.New("hooks: fatal to the worker")
+
+// Fatal wraps err so that it ends the worker (errors.Is(err, ErrFatal)),
+// keeping err for errors.Is and errors.As.
+func Fatal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fatalError{err}
+}
+
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string   { return e.err.Error() }
+func (e fatalError) Unwrap() []error { return []error{e.err, ErrFatal} }
 
 // ErrNoProcess is returned when a Set without OnProcess is run.
 var ErrNoProcess = errors.New("hooks: on_process is not set: a server needs it to serve clients")

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"net"
 	"syscall"
 	"time"
 	"unsafe"
@@ -42,6 +43,10 @@ type acceptor struct {
 var errWoken = errors.New("pool: acceptor woken")
 var errTimeout = errors.New("pool: accept timed out")
 
+// errShutdown: the listener no longer listens (the master shut a
+// self-bound socket down at a stop). The caller stops accepting.
+var errShutdown = errors.New("pool: the listener was shut down")
+
 func newAcceptor(fds []int) (*acceptor, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -73,13 +78,13 @@ func newAcceptor(fds []int) (*acceptor, error) {
 // and from a signal-handling goroutine.
 func (a *acceptor) wake() { unix.Write(a.wakeW, []byte{1}) }
 
-// accept returns a connected, close-on-exec, blocking fd and the index of
-// its listener; errTimeout when timeout passed with no client; errWoken after
+// accept returns a connected, close-on-exec, blocking fd and the client's
+// address; errTimeout when timeout passed with no client; errWoken after
 // wake. Other errors are accept(2)'s, for on_accept_error; the caller goes on.
 //
 // The fd is left blocking on purpose: os.NewFile then does not register it in
 // the netpoller, and net.FileConn registers the duplicate it makes.
-func (a *acceptor) accept(timeout time.Duration) (int, int, error) {
+func (a *acceptor) accept(timeout time.Duration) (int, net.Addr, error) {
 	if a.pause > 0 {
 		time.Sleep(a.pause)
 	}
@@ -88,11 +93,11 @@ func (a *acceptor) accept(timeout time.Duration) (int, int, error) {
 		for len(a.pending) > 0 {
 			i := a.pending[0]
 			a.pending = a.pending[1:]
-			nfd, _, err := unix.Accept4(a.fds[i], unix.SOCK_CLOEXEC)
+			nfd, sa, err := unix.Accept4(a.fds[i], unix.SOCK_CLOEXEC)
 			switch {
 			case err == nil:
 				a.pause = 0
-				return nfd, i, nil
+				return nfd, sockaddrAddr(sa), nil
 			case err == unix.EAGAIN:
 				// Another process took it: a wasted wake-up, counted so
 				// the herd can be measured.
@@ -102,22 +107,25 @@ func (a *acceptor) accept(timeout time.Duration) (int, int, error) {
 				continue
 			case err == unix.EINTR || err == unix.ECONNABORTED:
 				continue // the client left before we took it
+			case err == unix.EINVAL:
+				a.pending = a.pending[:0]
+				return -1, nil, errShutdown
 			default:
 				a.pause = min(max(2*a.pause, 5*time.Millisecond), time.Second)
 				a.pending = a.pending[:0]
-				return -1, i, fmt.Errorf("accept on fd %d: %w", a.fds[i], err)
+				return -1, nil, fmt.Errorf("accept on fd %d: %w", a.fds[i], err)
 			}
 		}
 		ms := int(time.Until(deadline) / time.Millisecond)
 		if ms <= 0 {
-			return -1, -1, errTimeout
+			return -1, nil, errTimeout
 		}
 		n, err := a.wait(ms)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return -1, -1, fmt.Errorf("epoll_wait: %w", err)
+			return -1, nil, fmt.Errorf("epoll_wait: %w", err)
 		}
 		woken := false
 		for _, ev := range a.events[:n] {
@@ -131,9 +139,22 @@ func (a *acceptor) accept(timeout time.Duration) (int, int, error) {
 			var buf [64]byte
 			unix.Read(a.wakeR, buf[:])
 			a.pending = a.pending[:0]
-			return -1, -1, errWoken
+			return -1, nil, errWoken
 		}
 	}
+}
+
+// sockaddrAddr converts accept(2)'s address; nil for a kind we do not name.
+func sockaddrAddr(sa unix.Sockaddr) net.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	case *unix.SockaddrUnix:
+		return &net.UnixAddr{Name: a.Name, Net: "unix"}
+	}
+	return nil
 }
 
 func (a *acceptor) close() {

@@ -115,8 +115,15 @@ func benchServer(b *testing.B) *Server {
 		Logger: l,
 	}
 	s.Options.Normalize()
-	s.setupLog()
+	s.setupLog(false)
 	return s
+}
+
+// benchWorker is the serving side of benchServer on slot 0 of sb.
+func benchWorker(b *testing.B, sb *Scoreboard) *worker {
+	s := benchServer(b)
+	s.sb = sb
+	return newWorker(s, s.Options, nil, s.log, sb, sb.Slot(0))
 }
 
 // benchListener binds a loopback listener the way the master does (a raw,
@@ -209,27 +216,22 @@ func BenchmarkAcceptServe(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer acc.close()
-		s := benchServer(b)
 		sb := newBenchScoreboard(b, benchSlots)
-		s.sb, s.slot = sb, sb.Slot(0)
-		s.slot.claim(0)
+		w := benchWorker(b, sb)
+		w.slot.claim(0)
 		sb.Slot(1).claim(0)
 		sb.Slot(1).Idle() // another idle worker: no grow requests
-		s.slot.Idle()
+		w.slot.Idle()
 		for b.Loop() {
 			cfd := dialRaw(b, sa)
-			fd, _, err := acc.accept(time.Second)
+			fd, peer, err := acc.accept(time.Second)
 			if err != nil {
 				b.Fatal(err)
 			}
-			s.slot.Busy()
-			c, err := fdConn(fd)
-			if err != nil {
-				b.Fatal(err)
-			}
-			_, failed := s.serve(c, true)
-			s.slot.Done(failed)
-			s.slot.Idle()
+			w.slot.Busy()
+			_, failed := w.serveFd(fd, peer, true)
+			w.slot.Done(failed)
+			w.slot.Idle()
 			readGreeting(b, cfd)
 		}
 	})
@@ -240,7 +242,7 @@ func BenchmarkAcceptServe(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer acc.close()
-		s := benchServer(b)
+		w := benchWorker(b, newBenchScoreboard(b, benchSlots))
 		for b.Loop() {
 			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
@@ -261,11 +263,7 @@ func BenchmarkAcceptServe(b *testing.B) {
 				b.Fatal(err)
 			}
 			unix.Close(sp[1])
-			c, err := fdConn(got)
-			if err != nil {
-				b.Fatal(err)
-			}
-			s.serve(c, false)
+			w.serveFd(got, nil, false)
 			readGreeting(b, cfd)
 		}
 	})
@@ -289,7 +287,7 @@ func BenchmarkSpawn(b *testing.B) {
 		if r.err != nil {
 			b.Fatal(r.err)
 		}
-		if ws := waitChild(r.pid, r.pidfd); !ws.Exited() || ws.ExitStatus() != 0 {
+		if ws := r.wait(); !ws.Exited() || ws.ExitStatus() != 0 {
 			b.Fatalf("/bin/true: %s", describeStatus(ws))
 		}
 	}

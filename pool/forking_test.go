@@ -173,9 +173,12 @@ func TestForkingReloadUnderLoadFailsNothing(t *testing.T) {
 	p := start(t, forking(2, 16, nil))
 	stop := make(chan struct{})
 	ok, failed, errs, done := steadyLoad(p.addr, 4, stop)
-	time.Sleep(300 * time.Millisecond)
+	// By count, not time: a race-enabled worker starts slowly here.
+	eventually(t, 15*time.Second, "10 clients before the reload", func() bool { return ok.Load() >= 10 })
 	p.signal(syscall.SIGHUP)
-	time.Sleep(500 * time.Millisecond)
+	eventually(t, 20*time.Second, "the reload done", func() bool { return strings.Contains(p.stderr.String(), "reloaded: generation 2") })
+	before := ok.Load()
+	eventually(t, 15*time.Second, "10 clients after the reload", func() bool { return ok.Load() >= before+10 })
 	close(stop)
 	done.Wait()
 	if failed.Load() != 0 {

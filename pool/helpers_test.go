@@ -118,6 +118,7 @@ func (p *proc) launch() {
 	p.t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
+		failOnRace(p.t, "server pid "+strconv.Itoa(p.pid()), p.stderr.String())
 		if p.t.Failed() {
 			p.t.Logf("server stderr:\n%s", p.stderr.String())
 			p.t.Logf("events:\n%s", strings.Join(p.readEvents(), "\n"))

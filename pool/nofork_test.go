@@ -25,7 +25,9 @@ func TestNoforkHelloAndHookOrder(t *testing.T) {
 			hooks = append(hooks, h)
 		}
 	}
-	want := "on_server_begin on_listen_ok on_accept_ok on_process on_close on_server_close"
+	// nofork is a pool of one in-process worker: it runs the worker-side
+	// hooks too, on_child_start before its first client.
+	want := "on_server_begin on_listen_ok on_child_start on_accept_ok on_process on_close on_child_exit on_server_close"
 	if have := strings.Join(hooks, " "); have != want {
 		t.Fatalf("hook order:\nwant %s\nhave %s", want, have)
 	}

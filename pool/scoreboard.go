@@ -1,7 +1,9 @@
 package pool
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -10,33 +12,38 @@ import (
 )
 
 // The scoreboard is one memfd, mapped shared by the master and every worker:
-// a header and one slot per worker, each on its own cache line. A slot is
+// a header and one slot per worker, each on its own pair of cache lines. A slot is
 // written only by its worker (state, counters, heartbeat) except at its two
 // ends: the master claims it before the spawn and frees it after the reap.
 // Every access is an atomic load or store: there is no lock and no signal on
 // the accept/serve path, so any process reads a current BusyKidsCount.
 const (
-	sbMagic     = 0x57414954 // "WAIT"
-	sbVersion   = 1
-	cacheLine   = 64
-	sbHeader    = cacheLine
-	slotSize    = cacheLine
-	slotPID     = 0  // int32
-	slotState   = 4  // uint32
-	slotGen     = 8  // uint32
-	slotServed  = 16 // uint64
-	slotFailed  = 24 // uint64
-	slotBeat    = 32 // int64, monotonic ns
-	slotStarted = 40 // int64, monotonic ns
-	slotBusy    = 48 // int64, monotonic ns when the current client began
-	slotWasted  = 56 // uint64: wake-ups that found no client (herd measure)
-	hdrMagic    = 0
-	hdrVersion  = 4
-	hdrSlots    = 8
-	hdrIdle     = 16 // int32: workers waiting for a client (prefork)
-	hdrWant     = 20 // uint32: 1 while a worker has asked the master to grow
-	hdrFull     = 24 // uint32: 1 while the pool is at maxfork (do not ask)
-	hdrTarget   = 28 // uint32: the pool size the master keeps (px_idle exits stop there)
+	sbMagic       = 0x57414954 // "WAIT"
+	sbVersion     = 2
+	cacheLine     = 64
+	sbHeader      = cacheLine
+	slotSize      = 2 * cacheLine
+	slotPID       = 0   // int32
+	slotState     = 4   // uint32
+	slotGen       = 8   // uint32
+	slotServed    = 16  // uint64
+	slotFailed    = 24  // uint64
+	slotBeat      = 32  // int64, monotonic ns
+	slotStarted   = 40  // int64, monotonic ns
+	slotBusy      = 48  // int64, monotonic ns when the current client began
+	slotWasted    = 56  // uint64: wake-ups that found no client (herd measure)
+	slotIdleSince = 64  // int64, monotonic ns when the worker last became idle
+	slotPeerHi    = 72  // uint64: the current client's address, bytes 0-7 (IPv4 as ::ffff:a.b.c.d)
+	slotPeerLo    = 80  // uint64: bytes 8-15
+	slotPeerPort  = 88  // uint32: port+1 (0: no peer)
+	slotRSS       = 96  // uint64: bytes, sampled by the master
+	slotCPU       = 104 // uint64: ns of CPU, sampled by the master
+	hdrMagic      = 0
+	hdrVersion    = 4
+	hdrSlots      = 8
+	hdrIdle       = 16 // int32: workers waiting for a client (prefork)
+	hdrWant       = 20 // uint32: 1 while a worker has asked the master to grow
+	hdrFull       = 24 // uint32: 1 while the pool is at maxfork (do not ask)
 )
 
 // Slot states.
@@ -61,13 +68,20 @@ func sbSize(slots int) int { return sbHeader + slots*slotSize }
 
 // NewScoreboard creates a scoreboard for slots workers (master side).
 func NewScoreboard(slots int) (*Scoreboard, error) {
-	fd, err := unix.MemfdCreate("waiter-scoreboard", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("waiter-scoreboard", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("pool: scoreboard memfd: %w", err)
 	}
 	if err := unix.Ftruncate(fd, int64(sbSize(slots))); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("pool: scoreboard size: %w", err)
+	}
+	// Sealed against resizing: a hook (or a program it runs) that truncates
+	// fd 3 would otherwise make every process that touches the mapping die
+	// of SIGBUS, the master first. Writes stay allowed: that is the point.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pool: scoreboard seals: %w", err)
 	}
 	sb, err := mapScoreboard(fd, slots)
 	if err != nil {
@@ -159,6 +173,7 @@ func (s Slot) Gen() int          { return int(s.sb.u32(s.off + slotGen).Load()) 
 func (s Slot) Served() uint64    { return s.sb.u64(s.off + slotServed).Load() }
 func (s Slot) Failed() uint64    { return s.sb.u64(s.off + slotFailed).Load() }
 func (s Slot) Heartbeat() int64  { return s.sb.i64(s.off + slotBeat).Load() }
+func (s Slot) IdleSince() int64  { return s.sb.i64(s.off + slotIdleSince).Load() }
 func (s Slot) Started() int64    { return s.sb.i64(s.off + slotStarted).Load() }
 func (s Slot) BusySince() int64  { return s.sb.i64(s.off + slotBusy).Load() }
 func (s Slot) SetPID(pid int)    { s.sb.i32(s.off + slotPID).Store(int32(pid)) }
@@ -174,7 +189,11 @@ func (s Slot) claim(gen int) {
 	s.sb.u64(s.off + slotFailed).Store(0)
 	s.sb.u64(s.off + slotWasted).Store(0)
 	s.sb.i64(s.off + slotBusy).Store(0)
+	s.sb.u32(s.off + slotPeerPort).Store(0)
+	s.sb.u64(s.off + slotRSS).Store(0)
+	s.sb.u64(s.off + slotCPU).Store(0)
 	now := monotonic()
+	s.sb.i64(s.off + slotIdleSince).Store(now)
 	s.sb.i64(s.off + slotStarted).Store(now)
 	s.sb.i64(s.off + slotBeat).Store(now)
 	s.setState(stateStarting)
@@ -192,7 +211,9 @@ func (s Slot) release() {
 
 // Idle is the worker's: it waits for a client.
 func (s Slot) Idle() {
-	s.sb.i64(s.off + slotBeat).Store(monotonic())
+	now := monotonic()
+	s.sb.i64(s.off + slotBeat).Store(now)
+	s.sb.i64(s.off + slotIdleSince).Store(now)
 	s.setState(stateIdle)
 	s.sb.i32(hdrIdle).Add(1)
 }
@@ -223,6 +244,34 @@ func (s Slot) Done(failed bool) {
 		s.sb.u64(s.off + slotFailed).Add(1)
 	}
 	s.sb.i64(s.off + slotBusy).Store(0)
+	s.sb.u32(s.off + slotPeerPort).Store(0)
+}
+
+// setPeer records the current client's address. Three atomic stores, not
+// one: a reader may see a torn address for an instant, which the status
+// page tolerates; the port is written last and cleared first, so a reader
+// that sees a port sees an address at least as new.
+func (s Slot) setPeer(a netip.AddrPort) {
+	if !a.IsValid() {
+		s.sb.u32(s.off + slotPeerPort).Store(0)
+		return
+	}
+	b := a.Addr().As16()
+	s.sb.u64(s.off + slotPeerHi).Store(binary.BigEndian.Uint64(b[:8]))
+	s.sb.u64(s.off + slotPeerLo).Store(binary.BigEndian.Uint64(b[8:]))
+	s.sb.u32(s.off + slotPeerPort).Store(uint32(a.Port()) + 1)
+}
+
+// Peer returns the current client's address, or an invalid one.
+func (s Slot) Peer() netip.AddrPort {
+	p := s.sb.u32(s.off + slotPeerPort).Load()
+	if p == 0 {
+		return netip.AddrPort{}
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], s.sb.u64(s.off+slotPeerHi).Load())
+	binary.BigEndian.PutUint64(b[8:], s.sb.u64(s.off+slotPeerLo).Load())
+	return netip.AddrPortFrom(netip.AddrFrom16(b).Unmap(), uint16(p-1))
 }
 
 // Exiting is the worker's: it will serve no more.
@@ -269,10 +318,8 @@ func (sb *Scoreboard) PIDs() []int {
 	return out
 }
 
-func (sb *Scoreboard) target() int     { return int(sb.u32(hdrTarget).Load()) }
-func (sb *Scoreboard) setTarget(n int) { sb.u32(hdrTarget).Store(uint32(n)) }
-func (sb *Scoreboard) idleCount() int  { return int(sb.i32(hdrIdle).Load()) }
-func (sb *Scoreboard) takeWant() bool  { return sb.u32(hdrWant).CompareAndSwap(1, 0) }
+func (sb *Scoreboard) idleCount() int { return int(sb.i32(hdrIdle).Load()) }
+func (sb *Scoreboard) takeWant() bool { return sb.u32(hdrWant).CompareAndSwap(1, 0) }
 func (sb *Scoreboard) setFull(full bool) {
 	v := uint32(0)
 	if full {
@@ -313,6 +360,8 @@ type SlotInfo struct {
 	// Age is how long ago the worker started; Busy how long it has been
 	// with its current client (0 when idle).
 	Age, Busy time.Duration
+	// Peer is the current client's address, when busy.
+	Peer netip.AddrPort
 }
 
 // Snapshot returns the slots in use.
@@ -328,6 +377,7 @@ func (sb *Scoreboard) Snapshot() []SlotInfo {
 			Served: s.Served(), Failed: s.Failed(), Wasted: s.WastedCount(), Age: sinceMono(s.Started())}
 		if b := s.BusySince(); st == stateBusy && b > 0 {
 			in.Busy = sinceMono(b)
+			in.Peer = s.Peer()
 		}
 		out = append(out, in)
 	}

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/waiter-go/waiter/activation"
+	"github.com/waiter-go/waiter/config"
 	"github.com/waiter-go/waiter/hooks"
 )
 
@@ -66,21 +68,31 @@ func (s *Server) closeClient(c net.Conn) {
 }
 
 // serve runs one client through the seed's hook order: (on_accept_ok),
-// TLS handshake, on_process, on_close. It returns whether the process should
-// serve more clients (false when on_process returned an error) and whether
-// the client counts as failed.
-func (s *Server) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
+// TLS handshake, on_process, on_close. It returns whether the worker goes
+// on serving and whether the client counts as failed.
+//
+// What ends a worker is on_process returning ErrStopWorker, an error marked
+// with hooks.Fatal, or a panic. Anything else is the client's failure: an
+// I/O error the client caused (a reset, EOF, a broken pipe, an expired
+// client_timeout) is logged at debug, any other error at warning (one line
+// a second at most for a flood), and the worker serves the next client. A
+// client that resets must not cost a process.
+func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
+	s := w.s
+	w.slot.setPeer(addrPort(c.RemoteAddr()))
 	var idle *idleConn
-	if s.Options.ClientTimeout > 0 {
+	if w.o.ClientTimeout > 0 {
 		idle = &idleConn{Conn: c} // under the tls.Conn, so hooks still see a *tls.Conn
 		c = idle
 	}
-	if cfg := s.tls.Load(); cfg != nil {
-		tc := tls.Server(c, cfg)
-		c.SetDeadline(time.Now().Add(s.Options.HandshakeTimeout.D()))
+	w.conn.Store(&connBox{c})
+	defer w.conn.Store(nil)
+	if w.tls != nil {
+		tc := tls.Server(c, w.tls)
+		c.SetDeadline(time.Now().Add(w.o.HandshakeTimeout.D()))
 		if err := tc.Handshake(); err != nil {
 			te := &hooks.TLSError{Peer: c.RemoteAddr(), Err: err}
-			s.log.WithField("PEER", peer(c)).Warnf("waiter: %v", te)
+			w.warnf("tls", c, "waiter: %v", te)
 			s.hk.SSLError(te)
 			c.Close()
 			return true, true
@@ -89,7 +101,7 @@ func (s *Server) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 		c = tc
 	}
 	if idle != nil {
-		idle.d = s.Options.ClientTimeout.D()
+		idle.d = w.o.ClientTimeout.D()
 	}
 	s.client.Store(&connBox{c})
 	if runAcceptOK {
@@ -103,15 +115,40 @@ func (s *Server) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 	var pe *hooks.PanicError
 	switch {
 	case errors.Is(err, hooks.ErrStopWorker):
-		s.log.Debug("waiter: on_process asked to stop after this client")
+		w.log.Debug("waiter: on_process asked to stop after this client")
 		return false, false
 	case errors.As(err, &pe):
-		// Logged with its stack by the runner; the server goes on.
+		// Logged with its stack by the runner. The process's state may be
+		// broken: this worker ends.
 		return false, true
+	case errors.Is(err, hooks.ErrFatal):
+		w.log.WithFields(logrus.Fields{"PEER": peer(c), "HOOK": "on_process"}).Errorf("waiter: on_process: %v: the worker ends", err)
+		return false, true
+	case clientFault(err):
+		w.log.WithFields(logrus.Fields{"PEER": peer(c), "HOOK": "on_process"}).Debugf("waiter: client: %v", err)
+		return true, true
 	default:
-		s.log.WithFields(logrus.Fields{"PEER": peer(c), "HOOK": "on_process"}).Warnf("waiter: on_process: %v", err)
-		return false, true
+		w.warnf("on_process", c, "waiter: on_process: %v", err)
+		return true, true
 	}
+}
+
+// warnf logs a warning about one client, at most one line a second of each
+// kind: a flood of bad clients gives a line a second with a count.
+func (w *worker) warnf(kind string, c net.Conn, format string, a ...any) {
+	ok, held := w.warn.allow(kind)
+	if !ok {
+		return
+	}
+	l := w.log.WithField("PEER", peer(c))
+	if kind == "on_process" {
+		l = l.WithField("HOOK", "on_process")
+	}
+	msg := fmt.Sprintf(format, a...)
+	if held > 0 {
+		msg += fmt.Sprintf(" (and %d more like it since the last line)", held)
+	}
+	l.Warn(msg)
 }
 
 func peer(c net.Conn) string {
@@ -121,37 +158,43 @@ func peer(c net.Conn) string {
 	return ""
 }
 
-// loadTLS reads the certificates (at start, and on reload in the master and
-// at start in each worker), so a new client sees a rotated certificate.
-// Warnings are logged by the process that serves alone or supervises: the
-// master has logged them already for the options a worker starts with, and
-// in forking mode a worker starts for every client.
-func (s *Server) loadTLS() error {
-	var p activation.TLSPEM
-	var err error
-	if s.child {
-		p, err = readTLSFd(s.tlsFd, s.Options.SSL)
-	} else {
-		p, err = activation.ReadTLSFiles(s.Options)
+// addrPort is a TCP peer's address for the scoreboard; invalid for others.
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort()
 	}
+	return netip.AddrPort{}
+}
+
+// masterTLS reads and checks the TLS files for a generation of workers: the
+// master's job, at start and on each reload, so that a broken rotation is
+// refused before any worker sees it. It returns the config (for the
+// in-process worker) and the files as JSON (for worker processes, which get
+// them in a sealed memfd rather than reading files that may have changed).
+func masterTLS(o config.Options) (*tls.Config, []byte, []string, error) {
+	if !o.SSL {
+		return nil, nil, nil, nil
+	}
+	p, err := activation.ReadTLSFiles(o)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	cfg, warns, err := activation.TLSConfigFromPEM(s.Options, p)
+	cfg, warns, err := activation.TLSConfigFromPEM(o, p)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	if !s.child {
-		// Encoded once here, not for each worker started.
-		b, err := json.Marshal(p)
-		if err != nil {
-			return fmt.Errorf("pool: TLS for the workers: %w", err)
-		}
-		s.tlsPEM = b
-		for _, w := range warns {
-			s.log.Warnf("waiter: %s", w)
-		}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("pool: TLS for the workers: %w", err)
 	}
-	s.tls.Store(cfg)
-	return nil
+	return cfg, b, warns, nil
+}
+
+// tlsFromPEM is a worker process's TLS config, from what the master checked.
+func tlsFromPEM(o config.Options, p activation.TLSPEM) (*tls.Config, error) {
+	if !o.SSL {
+		return nil, nil
+	}
+	cfg, _, err := activation.TLSConfigFromPEM(o, p)
+	return cfg, err
 }

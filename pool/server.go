@@ -2,7 +2,10 @@ package pool
 
 import (
 	"crypto/tls"
+	"time"
+
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"os"
 	"sync"
@@ -58,15 +61,11 @@ type Server struct {
 	child   bool
 	sockets []*activation.Socket
 	sb      *Scoreboard
-	slot    Slot
 	master  int
-	tls     atomic.Pointer[tls.Config]
-	tlsPEM  []byte                  // master: the files as last loaded (JSON), for the workers it starts
-	tlsFd   int                     // worker: the memfd they came in, -1 when none
+	current atomic.Pointer[config.Options]
+	ssl     atomic.Bool
 	client  atomic.Pointer[connBox] // the client being served by this process
 	broken  atomic.Bool
-	served  atomic.Uint64 // nofork: clients served by this process
-	failed  atomic.Uint64
 	stopMu  sync.Mutex
 	stopFns []func()
 }
@@ -101,7 +100,7 @@ func (s *Server) onBreak(f func()) {
 }
 
 // SSLInUse reports whether clients are served over TLS.
-func (s *Server) SSLInUse() bool { return s.Options.SSL }
+func (s *Server) SSLInUse() bool { return s.ssl.Load() }
 
 // IsChild reports whether this process is a worker.
 func (s *Server) IsChild() bool { return s.child }
@@ -138,19 +137,17 @@ func (s *Server) PeerCertificateSubject() string {
 // BusyKidsCount returns how many workers are busy with a client and how many
 // there are, read from the shared scoreboard: the same current figures in
 // the master and in every worker. In nofork mode it is (1, 1) while a client
-// is served, else (0, 0).
+// is served, else (0, 1).
 func (s *Server) BusyKidsCount() (busy, all int) {
 	if s.sb == nil {
-		if s.Client() != nil {
-			return 1, 1
-		}
 		return 0, 0
 	}
 	return s.sb.Counts()
 }
 
 // Scoreboard returns a snapshot of every worker's slot (pid, state, clients
-// served, ...), in the master and in workers alike; nil in nofork mode.
+// served, ...), in the master and in workers alike; in nofork mode the one
+// in-process worker's.
 func (s *Server) Scoreboard() []SlotInfo {
 	if s.sb == nil {
 		return nil
@@ -199,12 +196,16 @@ func (s *Server) Log() logrus.FieldLogger {
 
 // Run serves until stopped and returns ExitOK, ExitConfig or ExitListen. In
 // a worker it does not return.
+//
+// Every mode runs the same supervisor (see supervisor.go): prefork, the
+// fixed pool and forking mode with worker processes, nofork and Accept=yes
+// with one in-process worker.
 func (s *Server) Run() int {
 	if IsWorker() {
 		s.runWorker() // never returns
 	}
 	notes := s.Options.Normalize()
-	s.setupLog()
+	s.setupLog(s.Options.Debug)
 	for _, n := range notes {
 		s.log.Warn(n)
 	}
@@ -216,10 +217,15 @@ func (s *Server) Run() int {
 		s.log.Errorf("waiter: not starting: %v", hooks.ErrNoProcess)
 		return ExitConfig
 	}
-	if err := s.loadTLS(); err != nil {
+	snap, warns, err := s.snapshot(s.Options)
+	if err != nil {
 		s.log.Errorf("waiter: not starting: %v", err)
 		return ExitConfig
 	}
+	for _, w := range warns {
+		s.log.Warnf("waiter: %s", w)
+	}
+	s.setCurrent(s.Options)
 	s.hk.ServerBegin()
 	code, err := s.openSockets()
 	if err != nil {
@@ -231,35 +237,105 @@ func (s *Server) Run() int {
 	for _, sk := range s.sockets {
 		s.log.WithField("mode", s.Options.Mode()).Infof("waiter: serving %s", sk)
 	}
-	switch {
-	case len(s.sockets) == 1 && !s.sockets[0].Listening:
-		code = s.runConnected(s.sockets[0])
-	case s.Options.Nofork:
-		code = s.runNofork()
-	default:
-		code = s.runMaster()
-	}
+	code = s.supervise(&generation{n: 1, opts: snap})
 	s.hk.ServerClose() // the last hook, before the deferred close of the sockets
 	return code
 }
 
-// signalHook runs on_sig_usr1, on_sig_usr2 or on_sig_hup in the master, or
-// in a nofork server: the one call site of each.
-func (s *Server) signalHook(sig syscall.Signal) {
-	switch sig {
-	case syscall.SIGUSR1:
-		s.hk.SigUSR1()
-	case syscall.SIGUSR2:
-		s.hk.SigUSR2()
-	case syscall.SIGHUP:
-		s.hk.SigHUP()
+// supervise sets up the supervisor for the mode and runs it.
+func (s *Server) supervise(g *generation) int {
+	o := g.opts.o
+	m := modePrefork
+	switch {
+	case len(s.sockets) == 1 && !s.sockets[0].Listening:
+		m = modeConnected
+	case o.Nofork:
+		m = modeNofork
+	case o.Prefork == 0:
+		m = modeForking
+	}
+	slots := slotsFor(o.Maxfork, o.Spares)
+	if m == modeNofork || m == modeConnected {
+		slots = 2 // one in-process worker; a second slot while a reload waits for it
+	}
+	sb, err := NewScoreboard(slots)
+	if err != nil {
+		s.log.Errorf("waiter: %v", err)
+		return ExitConfig
+	}
+	s.sb = sb
+	defer func() { s.sb = nil; sb.Close() }()
+	ev := newEvents()
+	e := env{now: time.Now, mono: monotonic, notify: sdNotify(s.log), watchdog: watchdogInterval()}
+	switch m {
+	case modeNofork, modeConnected:
+		h := &inprocHost{s: s, sb: sb, ev: ev, connected: -1}
+		if m == modeConnected {
+			h.connected = s.sockets[0].Fd
+		}
+		e.start, e.signal = h.start, h.signal
+	default:
+		h, err := newProcHost(s, sb, ev)
+		if err != nil {
+			s.log.Errorf("waiter: %v", err)
+			return ExitConfig
+		}
+		defer h.close()
+		e.start, e.signal = h.start, h.signal
+	}
+	sv := newSupervisor(s, m, g, e, sb)
+	sv.exits = ev.exits
+	sv.shutdown = s.shutdownBound
+	if m == modeForking {
+		acc, err := startForkAcceptor(s.listenFds(), o.Timeout.D())
+		if err != nil {
+			s.log.Errorf("waiter: %v", err)
+			return ExitListen
+		}
+		sv.acc = acc
+	}
+	return sv.run(ev)
+}
+
+// setCurrent records the options in force, for CurrentOptions.
+func (s *Server) setCurrent(o config.Options) {
+	s.current.Store(&o)
+	s.ssl.Store(o.SSL)
+}
+
+// CurrentOptions returns the options in force in this process: in the
+// master those of the last reload, in a worker those it was started with.
+// Server.Options is what Run was given and is not changed by reloads.
+func (s *Server) CurrentOptions() config.Options {
+	if o := s.current.Load(); o != nil {
+		return *o
+	}
+	return s.Options
+}
+
+// shutdownBound makes the listeners this process bound itself refuse new
+// clients at once, in every process that holds a copy (a stop). Sockets
+// from systemd are left alone: they are shared with PID 1, which queues
+// clients for the next start (close them, never shutdown() them).
+func (s *Server) shutdownBound() {
+	for _, sk := range s.sockets {
+		if !sk.Inherited && sk.Listening {
+			unix.Shutdown(sk.Fd, unix.SHUT_RDWR)
+		}
 	}
 }
 
-func (s *Server) setupLog() {
+// acceptFailed logs an accept error and runs on_accept_error: the one call
+// site, for every process that accepts.
+func (s *Server) acceptFailed(err error) {
+	s.log.Warnf("waiter: %v", err)
+	s.hk.AcceptError(err)
+}
+
+func (s *Server) setupLog(debug bool) {
 	l := s.Logger
 	if l == nil {
-		l = newLogger(s.Options.Debug, s.Hooks)
+		l = newLogger(debug, s.Hooks)
 		s.Logger = l
 	}
 	s.log = logrus.NewEntry(l)
@@ -297,6 +373,9 @@ func (s *Server) openSockets() (int, error) {
 			return ExitListen, fmt.Errorf("cannot create the listen socket: %w", err)
 		}
 		s.sockets = []*activation.Socket{sk}
+	}
+	if err := activation.CheckNames(s.sockets); err != nil {
+		return ExitConfig, err
 	}
 	connected := 0
 	for _, sk := range s.sockets {

@@ -38,17 +38,20 @@ type spawnReq struct {
 }
 
 type spawnRes struct {
-	slot  int
-	pid   int
-	pidfd int
-	err   error
+	slot int
+	pid  int
+	err  error
+	// wait blocks until the kid exits and returns its status. The
+	// supervisor calls it on a goroutine of its own once it has recorded
+	// the pid, so that no exit can arrive before the start it ends.
+	wait func() syscall.WaitStatus
 }
 
 func newSpawner(done chan spawnRes) *spawner {
 	sp := &spawner{
 		exe:  "/proc/self/exe", // the running binary, even if its file was replaced
 		argv: os.Args,
-		reqs: make(chan spawnReq, 64),
+		reqs: make(chan spawnReq, spawnInflight),
 		done: done,
 	}
 	started := make(chan struct{})
@@ -67,7 +70,11 @@ func (sp *spawner) loop(started chan struct{}) {
 		for _, fd := range r.closeAfter {
 			unix.Close(fd)
 		}
-		sp.done <- spawnRes{slot: r.slot, pid: pid, pidfd: pidfd, err: err}
+		res := spawnRes{slot: r.slot, pid: pid, err: err}
+		if err == nil {
+			res.wait = func() syscall.WaitStatus { return waitChild(pid, pidfd) }
+		}
+		sp.done <- res
 	}
 }
 

@@ -648,19 +648,21 @@ func TestTLSReloadRotatesCertificate(t *testing.T) {
 			p.signal(syscall.SIGHUP)
 			switch mode {
 			case "nofork":
-				// The one server is busy with the old client; the reload is
-				// done by its signal goroutine meanwhile.
-				eventually(t, 10*time.Second, "the reload logged", func() bool { return strings.Contains(p.stderr.String(), "SIGHUP: reloaded") })
+				// The one in-process worker is busy with the old client: the
+				// new generation waits for it (never two serving at once).
+				eventually(t, 10*time.Second, "the reload begun", func() bool {
+					return strings.Contains(p.stderr.String(), "reloading: starting generation 2")
+				})
 			case "prefork":
 				// The new generation is ready and the old one's idle worker
 				// gone; its other worker is busy with the old client.
 				eventually(t, 20*time.Second, "the reload done", func() bool {
-					return strings.Contains(p.stderr.String(), "reloaded: generation 1 serving") && p.count("on_child_exit") == 1
+					return strings.Contains(p.stderr.String(), "reloaded: generation 2 serving") && p.count("on_child_exit") == 1
 				})
 			case "forking":
 				// Once the new spares are ready the old ones get no client.
 				eventually(t, 20*time.Second, "the reload done", func() bool {
-					return strings.Contains(p.stderr.String(), "reloaded: generation 1 serving")
+					return strings.Contains(p.stderr.String(), "reloaded: generation 2 serving")
 				})
 			}
 			// The old client is still served: the server writes after it

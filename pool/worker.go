@@ -1,171 +1,119 @@
 package pool
 
 import (
-	"encoding/binary"
-	"encoding/json"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/signal"
-	"runtime"
-	"strings"
+	"net"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/sirupsen/logrus"
 
-	"github.com/waiter-go/waiter/activation"
+	"github.com/waiter-go/waiter/config"
 )
 
-// Messages a worker writes on the event pipe: 4 bytes, atomic (< PIPE_BUF),
-// the kind in the top byte and the slot in the rest.
+// worker is the serving side of the pool: what a worker process runs, and
+// what the one in-process worker of nofork and Accept=yes runs in the
+// master. Both are driven the same way: the supervisor starts it, it reports
+// ready (and asks to grow) through report, it is told to stop with stopNow,
+// and its signals arrive on sigs. Only the code that creates it differs
+// (worker_proc.go, inproc.go).
+type worker struct {
+	s    *Server
+	o    config.Options
+	tls  *tls.Config // nil: plain TCP
+	log  *logrus.Entry
+	sb   *Scoreboard
+	slot Slot
+	// report tells the supervisor evReady or evGrow.
+	report func(ev byte)
+	// inproc is true for the worker that runs inside the master.
+	inproc bool
+
+	stop atomic.Bool
+	acc  atomic.Pointer[acceptor] // set while accepting, so stopNow can wake it
+	conn atomic.Pointer[connBox]  // the client being served, for a forced end
+	sigs chan syscall.Signal      // HUP, USR1, USR2: the on_child_sig_* hooks
+	warn *warnLimit
+}
+
+// Messages a worker sends the supervisor: 4 bytes on the event pipe (atomic,
+// < PIPE_BUF), or the same value on a channel from the in-process worker;
+// the kind is in the top byte and the slot in the rest.
 const (
 	evReady = 1 // the worker can take clients
 	evGrow  = 2 // the last idle prefork worker just took a client
 )
 
-func sendEvent(kind byte, slot int) {
-	var b [4]byte
-	binary.LittleEndian.PutUint32(b[:], uint32(kind)<<24|uint32(slot)&0xffffff)
-	unix.Write(fdEvents, b[:])
+func evWord(kind byte, slot int) uint32 { return uint32(kind)<<24 | uint32(slot)&0xffffff }
+
+func newWorker(s *Server, o config.Options, cfg *tls.Config, log *logrus.Entry, sb *Scoreboard, slot Slot) *worker {
+	return &worker{
+		s: s, o: o, tls: cfg, log: log, sb: sb, slot: slot,
+		sigs: make(chan syscall.Signal, 8),
+		warn: newWarnLimit(time.Second, time.Now),
+	}
 }
 
-// runWorker is the whole life of a worker process. It never returns.
-func (s *Server) runWorker() {
-	wi, err := readWorkerInfo()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "waiter: %v\n", err)
-		os.Exit(ExitConfig)
+// stopNow asks the worker to finish its client and end: safe from any
+// goroutine, idempotent. An idle worker's wait ends at once.
+func (w *worker) stopNow() {
+	w.stop.Store(true)
+	if a := w.acc.Load(); a != nil {
+		a.wake()
 	}
-	s.child = true
-	s.master = wi.master
-	nameProcess()
-	s.Options = wi.opts
-	s.setupLog()
-	if s.Carry != nil && wi.carry != "" {
-		if err := json.Unmarshal([]byte(wi.carry), s.Carry); err != nil {
-			s.exitWorker(ExitConfig, fmt.Sprintf("%s: %v", envCarry, err))
-		}
+}
+
+// abort ends the current client by closing its connection: the forced end
+// of an in-process worker that did not finish in time (a process would be
+// killed). The hook's next read or write fails.
+func (w *worker) abort() {
+	w.stopNow()
+	if b := w.conn.Load(); b != nil {
+		b.c.Close()
 	}
-	// The inherited fds must not leak into programs a hook may start.
-	for fd := fdScoreboard; fd < fdFirst+max(1, len(wi.names)); fd++ {
-		unix.CloseOnExec(fd)
+}
+
+// signal passes a signal to the worker's signal loop without blocking the
+// sender: a flood of USR1 drops what the worker has not caught up with.
+func (w *worker) signal(sig syscall.Signal) {
+	if sig == syscall.SIGTERM {
+		w.stopNow()
+		return
 	}
-	go s.watchLifeline()
-	sb, err := OpenScoreboard(fdScoreboard)
-	if err != nil {
-		s.exitWorker(ExitConfig, err.Error())
+	select {
+	case w.sigs <- sig:
+	default:
 	}
-	s.sb = sb
-	s.slot = sb.Slot(wi.slot)
-	s.slot.SetPID(os.Getpid())
-	s.tlsFd = wi.tlsFd
-	if err := s.loadTLS(); err != nil {
-		s.exitWorker(ExitConfig, err.Error())
-	}
-	// INT reaches workers too when a terminal's ^C hits the process group:
-	// the master turns it into a graceful stop, so workers ignore it.
-	// TTIN/TTOU are the master's (resize); their default action would stop
-	// a worker that `systemctl kill -s TTIN` reached by mistake.
-	signal.Ignore(syscall.SIGINT, syscall.SIGPIPE, syscall.SIGTTIN, syscall.SIGTTOU)
-	var stop atomic.Bool
-	var wake func()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
-	go func() {
-		for sig := range sigs {
+}
+
+// signalLoop runs the on_child_sig_* hooks, on their own goroutine beside
+// on_process, until done is closed.
+func (w *worker) signalLoop(done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case sig := <-w.sigs:
 			switch sig {
-			case syscall.SIGTERM:
-				stop.Store(true)
-				if wake != nil {
-					wake()
-				}
 			case syscall.SIGUSR1:
-				s.hk.ChildSigUSR1()
+				w.s.hk.ChildSigUSR1()
 			case syscall.SIGUSR2:
-				s.hk.ChildSigUSR2()
+				w.s.hk.ChildSigUSR2()
 			case syscall.SIGHUP:
-				s.hk.ChildSigHUP()
+				w.s.hk.ChildSigHUP()
 			}
 		}
-	}()
-	s.hk.ChildStart()
-	switch wi.role {
-	case roleWorker:
-		runtime.LockOSThread() // the acceptor waits in epoll_wait on this thread
-		acc, err := newAcceptor(s.inheritListeners(wi.names))
-		if err != nil {
-			s.exitWorker(ExitConfig, err.Error())
-		}
-		wake = acc.wake
-		acc.wasted = s.slot.Wasted
-		acc.raw = true // this thread does nothing else while it waits (see acceptor.wait)
-		s.onBreak(acc.wake)
-		s.preforkLoop(acc, &stop)
-	case roleOneshot:
-		s.oneshot(wi.handoff)
-	default:
-		s.exitWorker(ExitConfig, fmt.Sprintf("%s=%q: unknown role", envRole, wi.role))
-	}
-	s.exitWorker(0, "")
-}
-
-// nameProcess gives the worker the program's name in /proc/PID/comm (what
-// top, pgrep and journald's _COMM show): exec of /proc/self/exe named it
-// "exe". /proc/self/comm is the thread group leader's.
-func nameProcess() {
-	name := os.Args[0]
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		name = name[i+1:]
-	}
-	if len(name) > 15 {
-		name = name[:15]
-	}
-	os.WriteFile("/proc/self/comm", []byte(name), 0)
-}
-
-// exitWorker ends a worker: the one place a worker exits. on_child_exit runs
-// on a normal end; a worker that cannot start or whose master is gone exits
-// without it.
-func (s *Server) exitWorker(code int, why string) {
-	if s.sb != nil {
-		s.slot.Exiting()
-	}
-	if why != "" {
-		s.log.Errorf("waiter: worker exits: %s", why)
-	} else {
-		s.hk.ChildExit()
-	}
-	os.Exit(code)
-}
-
-// watchLifeline exits the worker when the master is gone: the pipe's write
-// end lives only in the master, so EOF means it has exited, however it died.
-// (Pdeathsig is the backstop.)
-func (s *Server) watchLifeline() {
-	var b [1]byte
-	for {
-		n, err := unix.Read(fdLifeline, b[:])
-		if err == unix.EINTR {
-			continue
-		}
-		if n == 0 || err != nil {
-			s.exitWorker(1, "the master is gone")
-		}
 	}
 }
 
-func (s *Server) inheritListeners(names []string) []int {
-	fds := make([]int, len(names))
-	for i, n := range names {
-		fds[i] = fdFirst + i
-		unix.CloseOnExec(fds[i])
-		s.sockets = append(s.sockets, &activation.Socket{Fd: fds[i], Name: n, Listening: true, Inherited: true})
-	}
-	return fds
-}
+// childStart and childExit run on_child_start and on_child_exit: the one
+// call site of each, for worker processes and the in-process worker alike.
+func (s *Server) childStart() { s.hk.ChildStart() }
+func (s *Server) childExit()  { s.hk.ChildExit() }
 
 // retireAfter staggers max_requests by up to 10% per worker, so that workers
 // started together do not all retire together (gunicorn's jitter).
@@ -176,148 +124,88 @@ func retireAfter(max int) uint64 {
 	return uint64(max + rand.IntN(max/10+1))
 }
 
-// preforkLoop accepts and serves clients one at a time until a stop, a
-// reload (TERM from the master), px_idle, max_requests or on_process's error
-// ends it.
-func (s *Server) preforkLoop(acc *acceptor, stop *atomic.Bool) {
-	o := &s.Options
-	limit := retireAfter(o.MaxRequests)
-	fixed := o.FixedPool()
-	s.slot.Idle()
-	sendEvent(evReady, s.slot.Index())
-	idleSince := time.Now()
+// acceptLoop accepts and serves clients one at a time until it is told to
+// stop (a stop, a reload, px_idle: all decided by the master), max_requests,
+// or an on_process result that ends the worker. Prefork workers and the
+// nofork in-process worker run it.
+func (w *worker) acceptLoop(fds []int, raw bool) {
+	acc, err := newAcceptor(fds)
+	if err != nil {
+		w.log.Errorf("waiter: %v", err)
+		return
+	}
+	defer acc.close()
+	acc.wasted = w.slot.Wasted
+	acc.raw = raw
+	w.acc.Store(acc)
+	defer w.acc.Store(nil)
+	limit := retireAfter(w.o.MaxRequests)
+	w.slot.Idle()
+	w.report(evReady)
 	var served uint64
-	for !stop.Load() && !s.broken.Load() {
-		fd, _, err := acc.accept(o.Timeout.D())
+	for !w.stop.Load() && !w.s.broken.Load() {
+		fd, sa, err := acc.accept(w.o.Timeout.D())
 		switch {
 		case err == nil:
 		case errors.Is(err, errTimeout):
-			s.slot.Beat()
-			s.hk.PreforkIdle()
-			if !fixed && time.Since(idleSince) >= o.PxIdle.D() {
-				if _, all := s.sb.Counts(); all > s.sb.target() {
-					s.log.Debugf("waiter: idle for %s: exiting", o.PxIdle)
-					return
-				}
-				idleSince = time.Now()
-			}
+			w.slot.Beat()
+			w.idleHook()
 			continue
 		case errors.Is(err, errWoken):
 			continue
+		case errors.Is(err, errShutdown):
+			return // the master shut a self-bound listener: a stop
 		default:
-			s.acceptFailed(err)
+			if !w.stop.Load() {
+				w.s.acceptFailed(err)
+			}
 			continue
 		}
-		if s.slot.Busy() {
-			sendEvent(evGrow, s.slot.Index())
+		if w.slot.Busy() && !w.inproc {
+			w.report(evGrow)
 		}
-		c, err := fdConn(fd)
-		if err != nil {
-			s.acceptFailed(fmt.Errorf("accepted socket: %w", err))
-			s.slot.Done(true)
-			s.slot.Idle()
-			continue
-		}
-		more, failed := s.serve(c, true)
-		s.slot.Done(failed)
+		more, failed := w.serveFd(fd, sa, true)
+		w.slot.Done(failed)
 		served++
 		if !more {
 			return
 		}
 		if limit > 0 && served >= limit {
-			s.log.Debugf("waiter: served %d clients (max_requests): exiting", served)
+			w.log.Debugf("waiter: served %d clients (max_requests): exiting", served)
 			return
 		}
-		s.slot.Idle()
-		idleSince = time.Now()
+		w.slot.Idle()
 	}
 }
 
-// oneshot serves exactly one client, the forking mode's worker. A spare
-// (handoff) starts ahead of need and waits for the master to pass it the
-// client over a socket; it runs on_child_start before waiting, so a user's
-// per-process set-up is hidden from the client too.
-func (s *Server) oneshot(handoff bool) {
-	fd := fdFirst
-	if handoff {
-		s.slot.Idle()
-		sendEvent(evReady, s.slot.Index())
-		var err error
-		fd, err = waitClient(fdFirst)
-		if err != nil {
-			if errors.Is(err, errNoClient) {
-				return // retired by the master (stop, reload)
-			}
-			s.exitWorker(1, err.Error())
-		}
+// idleHook is on_prefork_child_idle for a prefork worker; the nofork
+// worker has no idle hook of its own (Net::Waiter had none).
+func (w *worker) idleHook() {
+	if !w.inproc {
+		w.s.hk.PreforkIdle()
 	}
-	s.slot.Busy()
+}
+
+// serveFd serves one accepted client fd; sa is its address from accept, so
+// that a client that reset before we looked still has a PEER in the logs.
+func (w *worker) serveFd(fd int, sa net.Addr, runAcceptOK bool) (more, failed bool) {
 	c, err := fdConn(fd)
 	if err != nil {
-		s.slot.Done(true)
-		s.exitWorker(1, "client socket: "+err.Error())
+		w.s.acceptFailed(fmt.Errorf("accepted socket: %w", err))
+		return true, true
 	}
-	_, failed := s.serve(c, false)
-	s.slot.Done(failed)
+	if c.RemoteAddr() == nil && sa != nil {
+		c = &peerConn{Conn: c, peer: sa}
+	}
+	return w.serve(c, runAcceptOK)
 }
 
-var errNoClient = errors.New("pool: handoff closed with no client")
-
-// waitClient waits for the client on the hand-off socket in the netpoller
-// and closes the socket. Not in a blocking recvmsg(2): a goroutine back from
-// a system call that blocked for long is preempted at once by sysmon and
-// moved to another thread, on the client's time. The socket is this
-// process's alone (the master closed its copy after the fork), so its
-// O_NONBLOCK is ours to set.
-func waitClient(sock int) (int, error) {
-	if err := unix.SetNonblock(sock, true); err != nil {
-		return -1, fmt.Errorf("pool: handoff socket: %w", err)
-	}
-	f := os.NewFile(uintptr(sock), "handoff")
-	defer f.Close()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, fmt.Errorf("pool: handoff socket: %w", err)
-	}
-	fd := -1
-	var rerr error
-	if err := rc.Read(func(s uintptr) bool {
-		fd, rerr = recvFD(int(s))
-		return !errors.Is(rerr, unix.EAGAIN)
-	}); err != nil {
-		return -1, fmt.Errorf("pool: handoff socket: %w", err)
-	}
-	return fd, rerr
+// peerConn supplies the address accept(2) returned when getpeername(2)
+// no longer can (the client reset first).
+type peerConn struct {
+	net.Conn
+	peer net.Addr
 }
 
-// recvFD waits for one fd sent with SCM_RIGHTS on sock.
-func recvFD(sock int) (int, error) {
-	buf := make([]byte, 1)
-	oob := make([]byte, unix.CmsgSpace(4))
-	for {
-		n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, fmt.Errorf("pool: handoff recvmsg: %w", err)
-		}
-		if n == 0 && oobn == 0 {
-			return -1, errNoClient
-		}
-		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-		if err != nil || len(msgs) != 1 {
-			return -1, fmt.Errorf("pool: handoff: no fd in the message")
-		}
-		fds, err := unix.ParseUnixRights(&msgs[0])
-		if err != nil || len(fds) != 1 {
-			return -1, fmt.Errorf("pool: handoff: want one fd, have %d", len(fds))
-		}
-		return fds[0], nil
-	}
-}
-
-// sendFD passes fd to a spare.
-func sendFD(sock, fd int) error {
-	return unix.Sendmsg(sock, []byte{1}, unix.UnixRights(fd), nil, 0)
-}
+func (c *peerConn) RemoteAddr() net.Addr { return c.peer }
+func (c *peerConn) Unwrap() net.Conn     { return c.Conn }
