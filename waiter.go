@@ -26,6 +26,10 @@ const (
 // client without a warning.
 var ErrStopWorker = hooks.ErrStopWorker
 
+// Fatal wraps an error from OnProcess so that it ends the worker after this
+// client; any other error only counts the client as failed.
+func Fatal(err error) error { return hooks.Fatal(err) }
+
 // IsWorker reports whether this process is a worker; see pool.IsWorker.
 func IsWorker() bool { return pool.IsWorker() }
 
