@@ -105,7 +105,7 @@ func (sv *supervisor) loadOptions() (optionsSnapshot, error) {
 		if err := n.Validate(); err != nil {
 			return optionsSnapshot{}, err
 		}
-		if need := slotsFor(n.Maxfork, n.Spares); need > sv.sb.Slots() {
+		if need := slotsFor(n.Maxfork, n.Spares); need > sv.sb.Slots() && (sv.mode == modePrefork || sv.mode == modeForking) {
 			return optionsSnapshot{}, fmt.Errorf("maxfork %d and spares %d need a restart (this start has room for maxfork %d, spares %d)",
 				n.Maxfork, n.Spares, old.Maxfork, old.Spares)
 		}

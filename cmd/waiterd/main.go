@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 
 	"github.com/waiter-go/waiter"
 	"github.com/waiter-go/waiter/config"
@@ -60,10 +61,15 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(os.Stdout, "waiterd", version)
 		return 0
 	}
+	// d is written by Reload, in the master's supervisor loop, and read by
+	// the hooks: in nofork the worker is a goroutine of the master, so the
+	// two run side by side and d is guarded.
 	var d demo
-	h := waiter.Hooks{OnProcess: func(c net.Conn) error { return greet(c, d.Echo) }}
+	var mu sync.RWMutex
+	settings := func() demo { mu.RLock(); defer mu.RUnlock(); return d }
+	h := waiter.Hooks{OnProcess: func(c net.Conn) error { return greet(c, settings().Echo) }}
 	h.OnSigUSR2 = func() {
-		if d.FaultWedgeOnUSR2 {
+		if settings().FaultWedgeOnUSR2 {
 			fmt.Fprintln(stderr, "waiterd: fault_wedge_on_usr2: wedging the master's loop forever")
 			select {}
 		}
@@ -108,7 +114,9 @@ func run(args []string, stderr io.Writer) int {
 	srv.Reload = func() (config.Options, error) {
 		o, dd, err := load()
 		if err == nil {
+			mu.Lock()
 			d = dd // carried to the next generation of workers
+			mu.Unlock()
 		}
 		return o, err
 	}
