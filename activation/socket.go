@@ -173,12 +173,14 @@ func inspect(fd int, name string) (*Socket, error) {
 	}
 	s := &Socket{Fd: fd, Name: name, Listening: acc == 1}
 	if sa, err := unix.Getsockname(fd); err == nil {
-		s.Addr = sockaddrToAddr(sa)
+		s.Addr = SockaddrToAddr(sa)
 	}
 	return s, nil
 }
 
-func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
+// SockaddrToAddr converts a raw socket address (from accept(2) or
+// getsockname(2)); nil for a family waiter does not serve.
+func SockaddrToAddr(sa unix.Sockaddr) net.Addr {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/waiter-go/waiter/activation"
 )
 
 // acceptor waits for clients on raw listening sockets with its own epoll set,
@@ -97,7 +99,7 @@ func (a *acceptor) accept(timeout time.Duration) (int, net.Addr, error) {
 			switch {
 			case err == nil:
 				a.pause = 0
-				return nfd, sockaddrAddr(sa), nil
+				return nfd, activation.SockaddrToAddr(sa), nil
 			case err == unix.EAGAIN:
 				// Another process took it: a wasted wake-up, counted so
 				// the herd can be measured.
@@ -142,19 +144,6 @@ func (a *acceptor) accept(timeout time.Duration) (int, net.Addr, error) {
 			return -1, nil, errWoken
 		}
 	}
-}
-
-// sockaddrAddr converts accept(2)'s address; nil for a kind we do not name.
-func sockaddrAddr(sa unix.Sockaddr) net.Addr {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
-	case *unix.SockaddrInet6:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
-	case *unix.SockaddrUnix:
-		return &net.UnixAddr{Name: a.Name, Net: "unix"}
-	}
-	return nil
 }
 
 func (a *acceptor) close() {
