@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +32,7 @@ const (
 	envOpts     = "WAITERTEST_OPTS"     // options, JSON
 	envEvents   = "WAITERTEST_EVENTS"   // file to append hook events to
 	envFd       = "WAITERTEST_FD"       // a listener passed as this fd
+	envReload   = "WAITERTEST_RELOAD"   // Server.Reload reads the options (JSON) from this file
 )
 
 func TestMain(m *testing.M) {
@@ -87,6 +89,13 @@ var (
 //	closeit closes the connection itself and returns
 //	stop    "stopping\n" and returns ErrStopWorker
 //	reset   waits for the client to reset, then writes twice
+//	echo    "hello world\n", then echoes lines until EOF, returning any
+//	        read or write error as a naive on_process would
+//	opts    "gen=G client_timeout=C graceful_timeout=T request_timeout=R"
+//	        (the serving slot's generation, CurrentOptions)
+//	gens    "N g:state g:state ...", every slot in use, as this process sees them
+//	truncate tries ftruncate(2) on fd 3 (a worker's scoreboard memfd):
+//	        "ftruncate=ERR size=BYTES"
 func scenarioServer() *pool.Server {
 	var opts config.Options
 	if err := json.Unmarshal([]byte(os.Getenv(envOpts)), &opts); err != nil {
@@ -185,7 +194,48 @@ func scenarioServer() *pool.Server {
 			os.Exit(3)
 		case "block":
 			io.WriteString(c, "blocking\n")
-			select {}
+			scenarioBlock()
+		case "echo":
+			if _, err := io.WriteString(c, "hello world\n"); err != nil {
+				return err
+			}
+			for {
+				line, err := r.ReadString('\n')
+				if line != "" {
+					if _, err := io.WriteString(c, line); err != nil {
+						return err
+					}
+				}
+				if err == io.EOF {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+			}
+		case "opts":
+			o := srv.CurrentOptions()
+			gen := -1
+			for _, x := range srv.Scoreboard() {
+				if x.PID == os.Getpid() && x.State == "busy" {
+					gen = x.Gen
+				}
+			}
+			fmt.Fprintf(c, "gen=%d client_timeout=%s graceful_timeout=%s request_timeout=%s\n",
+				gen, o.ClientTimeout, o.GracefulTimeout, o.RequestTimeout)
+		case "gens":
+			sl := srv.Scoreboard()
+			out := []string{strconv.Itoa(len(sl))}
+			for _, x := range sl {
+				out = append(out, fmt.Sprintf("%d:%s", x.Gen, x.State))
+			}
+			fmt.Fprintln(c, strings.Join(out, " "))
+		case "truncate":
+			err := unix.Ftruncate(3, 0)
+			var st unix.Stat_t
+			unix.Fstat(3, &st)
+			record("truncate", err == nil, st.Size)
+			fmt.Fprintf(c, "ftruncate=%v size=%d\n", err, st.Size)
 		case "closeit":
 			c.Close()
 		case "stop":
@@ -205,6 +255,17 @@ func scenarioServer() *pool.Server {
 		return nil
 	}
 	srv = pool.New(opts, h)
+	if path := os.Getenv(envReload); path != "" {
+		srv.Reload = func() (config.Options, error) {
+			var o config.Options
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return o, err
+			}
+			err = json.Unmarshal(b, &o)
+			return o, err
+		}
+	}
 	if pick := os.Getenv("WAITERTEST_PICK"); pick != "" {
 		srv.SocketNames = strings.Split(pick, ",")
 	}
@@ -219,6 +280,12 @@ func scenarioServer() *pool.Server {
 		srv.Sockets = []*activation.Socket{sk}
 	}
 	return srv
+}
+
+// scenarioBlock is the "block" command: it never returns (the stacks that
+// request_timeout logs name it).
+func scenarioBlock() {
+	select {}
 }
 
 var _ = testing.Short
