@@ -60,6 +60,7 @@ type Server struct {
 	log     *logrus.Entry
 	child   bool
 	sockets []*activation.Socket
+	bound   []*activation.Socket // the sockets Run bound itself
 	sb      *Scoreboard
 	master  int
 	current atomic.Pointer[config.Options]
@@ -315,13 +316,12 @@ func (s *Server) CurrentOptions() config.Options {
 
 // shutdownBound makes the listeners this process bound itself refuse new
 // clients at once, in every process that holds a copy (a stop). Sockets
-// from systemd are left alone: they are shared with PID 1, which queues
-// clients for the next start (close them, never shutdown() them).
+// from systemd or from Server.Sockets are left alone: they are shared with
+// whoever passed them (PID 1 queues clients for the next start), so they
+// are closed, never shutdown().
 func (s *Server) shutdownBound() {
-	for _, sk := range s.sockets {
-		if !sk.Inherited && sk.Listening {
-			unix.Shutdown(sk.Fd, unix.SHUT_RDWR)
-		}
+	for _, sk := range s.bound {
+		unix.Shutdown(sk.Fd, unix.SHUT_RDWR)
 	}
 }
 
@@ -373,6 +373,7 @@ func (s *Server) openSockets() (int, error) {
 			return ExitListen, fmt.Errorf("cannot create the listen socket: %w", err)
 		}
 		s.sockets = []*activation.Socket{sk}
+		s.bound = s.sockets
 	}
 	if err := activation.CheckNames(s.sockets); err != nil {
 		return ExitConfig, err

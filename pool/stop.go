@@ -62,7 +62,12 @@ func (sv *supervisor) deadlines(now time.Time) {
 			sv.kill(k, now, fmt.Sprintf("not ready after %s", startTimeout))
 			continue
 		case !k.quitAt.IsZero():
-			if now.Sub(k.quitAt) > quitGrace {
+			if now.Sub(k.quitAt) <= quitGrace {
+				continue
+			}
+			if k.kind == kindInproc {
+				sv.abandon(k) // its client is closed already; nothing more to try
+			} else {
 				sv.kill(k, now, "request_timeout: no exit after SIGQUIT")
 			}
 			continue
