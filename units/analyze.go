@@ -39,8 +39,8 @@ type Analysis struct {
 
 var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9]+(?:\.[0-9]+)?)`)
 
-// Analyze writes files (by name, as Generate returns them) to a temporary
-// directory and runs `systemd-analyze verify` on them all and
+// Analyze writes files (by name, as Generate returns them, drop-ins
+// included) to a temporary directory and runs `systemd-analyze verify` on them all and
 // `systemd-analyze security --offline=true` on each service, with threshold
 // on the 0-10 scale (2.0 is "OK" and better).
 //
@@ -82,8 +82,19 @@ func Analyze(ctx context.Context, files map[string][]byte, daemon string, thresh
 		if stand != "" {
 			b = bytes.ReplaceAll(b, []byte("\nExecStart="+daemon+" "), []byte("\nExecStart="+stand+" "))
 		}
+		if !filepath.IsLocal(name) {
+			return nil, fmt.Errorf("units: analyze: file name %q: want a path inside the directory", name)
+		}
+		// A drop-in (NAME.service.d/FILE.conf) goes beside its unit, where
+		// systemd-analyze reads it with the unit.
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			return nil, fmt.Errorf("units: analyze: %w", err)
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			return nil, fmt.Errorf("units: analyze: %w", err)
+		}
+		if strings.Contains(name, "/") {
+			continue
 		}
 		names = append(names, filepath.Join(dir, name))
 		if strings.HasSuffix(name, ".service") {

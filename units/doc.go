@@ -6,7 +6,13 @@
 //     workers on it; reload is SIGHUP, stop is a graceful SIGTERM to the
 //     master alone (KillMode=mixed).
 //   - NAME-accept.socket and NAME-accept@.service: inetd style
-//     (Accept=yes), one process per connection.
+//     (Accept=yes), one process per connection; Params.NoAccept leaves
+//     them out.
+//
+// A daemon's own settings go into the same files (Params.Directives:
+// StateDirectory=, Environment=, ...) or beside them as drop-ins
+// (Params.DropIns, written as NAME.service.d/FILE.conf), so that nobody has
+// to edit a generated unit.
 //
 // Both services run in the same tight sandbox (DynamicUser=, no
 // capabilities, a read-only file system, @system-service system calls ...):
@@ -16,16 +22,22 @@
 // Generate(Waiterd()) writes them; a test keeps them so. For your own
 // daemon:
 //
-//	files, err := units.Generate(units.Params{
+//	p := units.Params{
 //		Name:            "myd",
 //		Port:            7000,
 //		GracefulTimeout: 20 * time.Second, // the daemon's graceful_timeout
-//	})
+//		Directives:      []units.Directive{{"Service", "StateDirectory", "myd"}},
+//	}
+//	files, err := units.Generate(p)
 //	if err != nil {
 //		return err // a *units.ParamError naming the bad field
 //	}
-//	for _, name := range units.FileNames("myd") {
-//		if err := os.WriteFile(filepath.Join(dir, name), files[name], 0o644); err != nil {
+//	for _, name := range p.Files() {
+//		path := filepath.Join(dir, name) // a drop-in goes into NAME.service.d/
+//		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+//			return err
+//		}
+//		if err := os.WriteFile(path, files[name], 0o644); err != nil {
 //			return err
 //		}
 //	}

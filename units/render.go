@@ -103,6 +103,7 @@ func (d data) vars() map[string]string {
 		"Name": d.Name, "Port": fmt.Sprint(d.Port), "AcceptPort": fmt.Sprint(d.AcceptPort),
 		"Exec": d.Exec, "Config": d.Config, "Desc": d.Desc, "Graceful": d.Graceful,
 		"Margin": d.Margin, "Stop": d.Stop, "Watchdog": d.Watchdog,
+		"UnitExtra": d.UnitExtra, "ServiceExtra": d.ServiceExtra, "SocketExtra": d.SocketExtra,
 	}
 }
 

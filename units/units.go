@@ -51,6 +51,17 @@ type Params struct {
 	// Watchdog is WatchdogSec=; 0 means DefaultWatchdog, a negative value
 	// leaves the watchdog off.
 	Watchdog time.Duration
+	// NoAccept leaves out the Accept=yes pair (NAME-accept.socket and
+	// NAME-accept@.service): only NAME.socket and NAME.service are written,
+	// and AcceptPort must be 0.
+	NoAccept bool
+	// Directives are the daemon's own settings, added to the units' sections
+	// (see Directive), in this order: StateDirectory= for a daemon that
+	// keeps files, Environment=, LimitNOFILE= ...
+	Directives []Directive
+	// DropIns are files written as NAME.service.d/NAME.conf and, with the
+	// Accept=yes pair, NAME-accept@.service.d/NAME.conf (see DropIn).
+	DropIns []DropIn
 }
 
 // Waiterd returns the parameters of waiterd's own units, those shipped in
@@ -89,27 +100,71 @@ var (
 
 const maxName = 64
 
-// FileNames returns the names of the units Generate writes for name, in the
-// order a reader wants them: the pool's socket and service, then the
-// Accept=yes pair.
+// FileNames returns the names of the units Generate writes for name with
+// the Accept=yes pair and no drop-ins, in the order a reader wants them: the
+// pool's socket and service, then the Accept=yes pair. Params.Files names
+// every file of a Params.
 func FileNames(name string) []string {
 	return []string{name + ".socket", name + ".service", name + "-accept.socket", name + "-accept@.service"}
 }
 
-// Generate returns the four unit files for p, by file name (see FileNames),
+// Files returns the names of the files Generate writes for p, in the order
+// a reader wants them: each service is followed by its drop-ins
+// (NAME.service.d/FILE.conf, sorted as systemd reads them), and the
+// Accept=yes pair is left out with NoAccept.
+func (p Params) Files() []string {
+	units := FileNames(p.Name)
+	if p.NoAccept {
+		units = units[:2]
+	}
+	var names []string
+	for _, u := range units {
+		names = append(names, u)
+		if strings.HasSuffix(u, ".service") {
+			for _, d := range dropInNames(p.DropIns) {
+				names = append(names, u+".d/"+d)
+			}
+		}
+	}
+	return names
+}
+
+// templateOf names the template of each kind of unit file.
+var templateOf = map[string]string{
+	".socket": "socket.tmpl", ".service": "service.tmpl",
+	"-accept.socket": "accept.socket.tmpl", "-accept@.service": "accept@.service.tmpl",
+}
+
+// Generate returns the unit files for p by file name (see Params.Files):
+// NAME.socket, NAME.service and, unless NoAccept, NAME-accept.socket and
+// NAME-accept@.service, then each drop-in under each service's NAME.d/,
 // after filling in defaults and validating p. The error is a *ParamError.
 func Generate(p Params) (map[string][]byte, error) {
 	d, err := p.resolve()
 	if err != nil {
 		return nil, err
 	}
-	tmpls := []string{"socket.tmpl", "service.tmpl", "accept.socket.tmpl", "accept@.service.tmpl"}
-	out := make(map[string][]byte, len(tmpls))
-	for i, name := range FileNames(p.Name) {
+	drop := map[string][]byte{}
+	for _, di := range p.DropIns {
+		drop[di.Name] = di.Content
+	}
+	names := p.Files()
+	out := make(map[string][]byte, len(names))
+	for _, name := range names {
+		if _, file, ok := strings.Cut(name, ".service.d/"); ok {
+			// Copied as it is, ending in a newline.
+			b := append([]byte(nil), drop[file]...)
+			if len(b) > 0 && b[len(b)-1] != '\n' {
+				b = append(b, '\n')
+			}
+			out[name] = b
+			continue
+		}
+		tmpl := templateOf[strings.TrimPrefix(name, p.Name)]
 		var b bytes.Buffer
-		if err := render(&b, tmpls[i], d.vars()); err != nil {
+		if err := render(&b, tmpl, d.vars()); err != nil {
 			// The templates are ours and fixed: this is a bug, not bad input.
-			return nil, fmt.Errorf("units: template %s: %w", tmpls[i], err)
+			return nil, fmt.Errorf("units: template %s: %w", tmpl, err)
 		}
 		out[name] = b.Bytes()
 	}
@@ -125,6 +180,8 @@ type data struct {
 	Margin   string
 	Stop     string
 	Watchdog string // "" when off
+	// The Directives of each section, as lines ("" for none).
+	UnitExtra, ServiceExtra, SocketExtra string
 }
 
 // WithDefaults returns p with the defaults that Generate would apply filled
@@ -152,16 +209,20 @@ func (p Params) resolve() (data, error) {
 	if p.Port < 1 || p.Port > 65535 {
 		return bad("Port", p.Port, "want a port number from 1 to 65535")
 	}
-	if p.AcceptPort == 0 {
+	if p.NoAccept {
+		if p.AcceptPort != 0 {
+			return bad("AcceptPort", p.AcceptPort, "NoAccept is set: there is no Accept=yes socket to listen on it")
+		}
+	} else if p.AcceptPort == 0 {
 		if p.Port == 65535 {
 			return bad("AcceptPort", p.AcceptPort, "Port is 65535: set AcceptPort, Port+1 is no port")
 		}
 		p.AcceptPort = p.Port + 1
 	}
-	if p.AcceptPort < 1 || p.AcceptPort > 65535 {
+	if !p.NoAccept && (p.AcceptPort < 1 || p.AcceptPort > 65535) {
 		return bad("AcceptPort", p.AcceptPort, "want a port number from 1 to 65535")
 	}
-	if p.AcceptPort == p.Port {
+	if !p.NoAccept && p.AcceptPort == p.Port {
 		return bad("AcceptPort", p.AcceptPort, "must differ from Port: two sockets cannot listen on one port")
 	}
 	if p.Exec == "" {
@@ -211,6 +272,26 @@ func (p Params) resolve() (data, error) {
 		return bad("Watchdog", p.Watchdog, "want 1s to 1h, or a negative value for none")
 	default:
 		d.Watchdog = span(p.Watchdog)
+	}
+	for _, di := range p.Directives {
+		if err := di.check(); err != nil {
+			return data{}, err
+		}
+	}
+	d.UnitExtra = extra(p.Directives, "Unit", "unit")
+	if s := extra(p.Directives, "Service", "service"); s != "" {
+		d.ServiceExtra = "\n" + s
+	}
+	d.SocketExtra = extra(p.Directives, "Socket", "socket")
+	seen := map[string]bool{}
+	for _, di := range p.DropIns {
+		if err := di.check(); err != nil {
+			return data{}, err
+		}
+		if seen[di.Name] {
+			return bad("DropIns", di.Name, "two drop-ins of this name")
+		}
+		seen[di.Name] = true
 	}
 	d.Params = p
 	return d, nil

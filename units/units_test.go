@@ -64,6 +64,87 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// goldenCases are generated sets kept in testdata/NAME/, one per case, for
+// the options waiterd's own units do not use. -update rewrites them too.
+var goldenCases = map[string]Params{
+	// A daemon that keeps state, needs the network up and reads a drop-in
+	// of its own; with the Accept=yes pair, which gets the same settings.
+	"kvd": {
+		Name: "kvd", Port: 7300, Description: "kvd key-value store", GracefulTimeout: 10 * time.Second,
+		Directives: []Directive{
+			{"Unit", "Wants", "network-online.target"},
+			{"Unit", "After", "network-online.target"},
+			{"Service", "StateDirectory", "kvd"},
+			{"Service", "CacheDirectory", "kvd"},
+			{"Service", "Environment", "KVD_DATA=/var/lib/kvd"},
+			{"Service", "LimitNOFILE", "65536"},
+			{"Socket", "KeepAlive", "yes"},
+		},
+		DropIns: []DropIn{
+			{"20-memory.conf", []byte("[Service]\nMemoryHigh=512M\nMemoryMax=1G\n")},
+			{"10-network.conf", []byte("# kvd's hooks connect nowhere: no network but its sockets.\n[Service]\nPrivateNetwork=yes\n")},
+		},
+	},
+	// Without the Accept=yes pair: two units, and port 65535 is allowed.
+	"noaccept": {
+		Name: "solo", Port: 65535, NoAccept: true, Watchdog: -1,
+		Directives: []Directive{{"Service", "LogsDirectory", "solo"}},
+	},
+}
+
+// TestGoldenCases keeps testdata/NAME/ exactly what Generate writes for
+// goldenCases[NAME]; `go test ./units -run Golden -update` rewrites them.
+func TestGoldenCases(t *testing.T) {
+	for name, p := range goldenCases {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join("testdata", name)
+			files, err := Generate(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *update {
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, f := range p.Files() {
+				path := filepath.Join(dir, f)
+				if *update {
+					if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(path, files[f], 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				have, err := os.ReadFile(path)
+				if err != nil {
+					t.Errorf("%v (run go test ./units -run Golden -update to write it)", err)
+					continue
+				}
+				if !bytes.Equal(have, files[f]) {
+					t.Errorf("%s differs from Generate (go test ./units -run Golden -update rewrites it):\n%s", path, lineDiff(string(files[f]), string(have)))
+				}
+			}
+			// Every file there is one that Generate writes.
+			err = filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+				if err != nil || e.IsDir() {
+					return err
+				}
+				rel, _ := filepath.Rel(dir, path)
+				if _, ok := files[rel]; !ok {
+					t.Errorf("%s: Generate does not write it", path)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
 // lineDiff names the first line where have departs from want.
 func lineDiff(want, have string) string {
 	w, h := strings.Split(want, "\n"), strings.Split(have, "\n")
@@ -277,6 +358,16 @@ func TestGenerateInvalid(t *testing.T) {
 		{"negative graceful", with(func(p *Params) { p.GracefulTimeout = -time.Second }), "GracefulTimeout"},
 		{"graceful 2h", with(func(p *Params) { p.GracefulTimeout = 2 * time.Hour }), "GracefulTimeout"},
 		{"watchdog 100ms", with(func(p *Params) { p.Watchdog = 100 * time.Millisecond }), "Watchdog"},
+		{"accept port without accept pair", with(func(p *Params) { p.NoAccept, p.AcceptPort = true, 7001 }), "AcceptPort"},
+		{"directive in no section", with(func(p *Params) { p.Directives = []Directive{{"", "StateDirectory", "x"}} }), "Directives"},
+		{"directive with a newline", with(func(p *Params) { p.Directives = []Directive{{"Service", "Environment", "A=1\nUser=root"}} }), "Directives"},
+		{"directive the generator owns", with(func(p *Params) { p.Directives = []Directive{{"Service", "ExecStart", "/bin/sh"}} }), "Directives"},
+		{"absolute state directory", with(func(p *Params) { p.Directives = []Directive{{"Service", "StateDirectory", "/var"}} }), "Directives"},
+		{"drop-in name", with(func(p *Params) { p.DropIns = []DropIn{{"x", []byte("[Service]\nA=1\n")}} }), "DropIns"},
+		{"drop-in content", with(func(p *Params) { p.DropIns = []DropIn{{"x.conf", []byte("A=1\n")}} }), "DropIns"},
+		{"two drop-ins of one name", with(func(p *Params) {
+			p.DropIns = []DropIn{{"x.conf", []byte("[Service]\nA=1\n")}, {"x.conf", []byte("[Service]\nB=1\n")}}
+		}), "DropIns"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			files, err := Generate(c.p)
@@ -412,6 +503,12 @@ func TestAnalyzeCatches(t *testing.T) {
 		say   string // in Complaints
 	}{
 		{"unknown key", copyWith("bad.service", "KillMode=mixed", "KillMode=mixed\nKilMode=mixed"), ErrVerify, "KilMode"},
+		// A drop-in is read with its unit.
+		{"unknown key in a drop-in", func() map[string][]byte {
+			m := clone()
+			m["bad.service.d/x.conf"] = []byte("[Service]\nStateDirectroy=bad\n")
+			return m
+		}(), ErrVerify, "StateDirectroy"},
 		{"missing socket", func() map[string][]byte { m := clone(); delete(m, "bad.socket"); return m }(), ErrVerify, "bad.socket"},
 		// ExecStart= names a binary other than the daemon's: no stand-in.
 		{"missing binary", copyWith("bad-accept@.service", "ExecStart=/usr/bin/bad ", "ExecStart=/nonexistent/bad "), ErrVerify, "/nonexistent/bad"},
@@ -443,5 +540,284 @@ func TestAnalyzeCatches(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAnalyzeGoldenCases: systemd-analyze verify is silent on every golden
+// case (drop-ins included: it reads them beside their units), and the
+// daemon's own settings keep the services within the threshold.
+func TestAnalyzeGoldenCases(t *testing.T) {
+	needAnalyzer(t)
+	for name, p := range goldenCases {
+		files, err := Generate(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := p.WithDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		analyze(t, name, files, p.Exec)
+	}
+}
+
+// sectionOf returns the section of the first line of b that is line, or ""
+// when there is none.
+func sectionOf(b []byte, line string) string {
+	section := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "[") {
+			section = strings.Trim(l, "[]")
+		} else if l == line {
+			return section
+		}
+	}
+	return ""
+}
+
+func TestGenerateDirectives(t *testing.T) {
+	p := Params{Name: "myd", Port: 7000, Directives: []Directive{
+		{"Service", "StateDirectory", "myd"},
+		{"Service", "SystemCallFilter", "@resources"},
+		{"Unit", "After", "postgresql.service"},
+		{"Socket", "BindIPv6Only", "both"},
+	}}
+	files, err := Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ line, section string }{
+		{"StateDirectory=myd", "Service"},
+		{"SystemCallFilter=@resources", "Service"},
+		{"After=postgresql.service", "Unit"},
+	} {
+		for _, f := range []string{"myd.service", "myd-accept@.service"} {
+			if s := sectionOf(files[f], c.line); s != c.section {
+				t.Errorf("%s: want %q in [%s], have it in [%s]:\n%s", f, c.line, c.section, s, files[f])
+			}
+		}
+		for _, f := range []string{"myd.socket", "myd-accept.socket"} {
+			if hasLine(files[f], c.line) {
+				t.Errorf("%s: a service's %q in a socket", f, c.line)
+			}
+		}
+	}
+	for _, f := range []string{"myd.socket", "myd-accept.socket"} {
+		if s := sectionOf(files[f], "BindIPv6Only=both"); s != "Socket" {
+			t.Errorf("%s: want BindIPv6Only=both in [Socket], have [%s]", f, s)
+		}
+	}
+	// After the generator's own lines, so that a single-valued setting
+	// overrides them, and in the given order.
+	s := string(files["myd.service"])
+	if i, j, k := strings.Index(s, "\nSystemCallErrorNumber="), strings.Index(s, "\nStateDirectory="), strings.Index(s, "\nSystemCallFilter=@resources"); !(i < j && j < k) {
+		t.Errorf("myd.service: want the directives after the sandbox, in order:\n%s", s)
+	}
+	// Nothing else changed: without its directive lines (and their
+	// comment), each file is the one without directives.
+	plain, err := Generate(Params{Name: "myd", Port: 7000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		var kept []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "# This daemon's own settings") {
+				continue
+			}
+			own := false
+			for _, d := range p.Directives {
+				own = own || l == d.String()
+			}
+			if !own {
+				kept = append(kept, l)
+			}
+		}
+		have := strings.Join(kept, "\n")
+		if name == "myd.service" || name == "myd-accept@.service" {
+			// The blank line before the service's own settings.
+			have = strings.Replace(have, "SystemCallErrorNumber=EPERM\n\n", "SystemCallErrorNumber=EPERM\n", 1)
+		}
+		if want := string(plain[name]); have != want {
+			t.Errorf("%s: more than the directives changed:\n%s", name, lineDiff(want, have))
+		}
+	}
+}
+
+func TestGenerateNoAccept(t *testing.T) {
+	p := Params{Name: "myd", Port: 7000, NoAccept: true}
+	files, err := Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if have, want := sortedNames(files), "[myd.service myd.socket]"; have != want {
+		t.Errorf("NoAccept: want files %s, have %s", want, have)
+	}
+	if fmt.Sprint(p.Files()) != "[myd.socket myd.service]" {
+		t.Errorf("Files(): %v", p.Files())
+	}
+	// The pool's units are those of the full set.
+	all, err := Generate(Params{Name: "myd", Port: 7000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		if !bytes.Equal(b, all[name]) {
+			t.Errorf("%s differs with NoAccept:\n%s", name, lineDiff(string(all[name]), string(b)))
+		}
+	}
+	if d, err := p.WithDefaults(); err != nil || d.AcceptPort != 0 {
+		t.Errorf("NoAccept: want AcceptPort 0 after defaults, have %d (%v)", d.AcceptPort, err)
+	}
+}
+
+func sortedNames(files map[string][]byte) string {
+	var n []string
+	for k := range files {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return fmt.Sprint(n)
+}
+
+func TestGenerateDropIns(t *testing.T) {
+	p := Params{Name: "myd", Port: 7000, DropIns: []DropIn{
+		{"b.conf", []byte("[Service]\nLimitNOFILE=4096")}, // no final newline
+		{"a.conf", []byte("[Unit]\nAfter=x.service\n")},
+	}}
+	files, err := Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"myd.socket", "myd.service", "myd.service.d/a.conf", "myd.service.d/b.conf",
+		"myd-accept.socket", "myd-accept@.service", "myd-accept@.service.d/a.conf", "myd-accept@.service.d/b.conf"}
+	if fmt.Sprint(p.Files()) != fmt.Sprint(want) {
+		t.Errorf("Files():\nwant %v\nhave %v", want, p.Files())
+	}
+	if len(files) != len(want) {
+		t.Errorf("want %d files, have %s", len(want), sortedNames(files))
+	}
+	for _, svc := range []string{"myd.service", "myd-accept@.service"} {
+		if have := string(files[svc+".d/b.conf"]); have != "[Service]\nLimitNOFILE=4096\n" {
+			t.Errorf("%s.d/b.conf: %q", svc, have)
+		}
+		if have := string(files[svc+".d/a.conf"]); have != "[Unit]\nAfter=x.service\n" {
+			t.Errorf("%s.d/a.conf: %q", svc, have)
+		}
+	}
+	// NoAccept: the pool's service only.
+	p.NoAccept = true
+	files, err = Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if have := sortedNames(files); have != "[myd.service myd.service.d/a.conf myd.service.d/b.conf myd.socket]" {
+		t.Errorf("NoAccept with drop-ins: %s", have)
+	}
+}
+
+func TestParseDirective(t *testing.T) {
+	for _, c := range []struct {
+		section, in string
+		want        Directive
+	}{
+		{"Service", "StateDirectory=kvd", Directive{"Service", "StateDirectory", "kvd"}},
+		// systemd's own parsing trims around '=' and the value.
+		{"Service", " Environment = A=1 B=2 ", Directive{"Service", "Environment", "A=1 B=2"}},
+		// An empty value resets a list.
+		{"Service", "SystemCallFilter=", Directive{"Service", "SystemCallFilter", ""}},
+		{"Service", "StateDirectory=kvd kvd/db:kvd-db", Directive{"Service", "StateDirectory", "kvd kvd/db:kvd-db"}},
+		{"Unit", "After=network-online.target", Directive{"Unit", "After", "network-online.target"}},
+		{"Socket", "KeepAlive=yes", Directive{"Socket", "KeepAlive", "yes"}},
+		// Specifiers are the user's to use, outside directory settings.
+		{"Service", "Environment=HOME=%S/kvd", Directive{"Service", "Environment", "HOME=%S/kvd"}},
+	} {
+		d, err := ParseDirective(c.section, c.in)
+		if err != nil || d != c.want {
+			t.Errorf("ParseDirective(%q, %q) = %#v, %v; want %#v", c.section, c.in, d, err, c.want)
+		}
+	}
+	for _, c := range []struct{ section, in, say string }{
+		{"Install", "WantedBy=x.target", "unknown section"},
+		{"service", "StateDirectory=kvd", "unknown section"},
+		{"Service", "StateDirectory", "want Key=Value"},
+		{"Service", "=kvd", "no key"},
+		{"Service", "State Directory=kvd", "a key of letters and digits"},
+		{"Service", "Environment=A=1\nExecStartPre=/bin/evil", "newline"},
+		{"Service", "Environment=A=1\rB", "newline"},
+		{"Service", "Environment=A=\x1b[1m", "control character"},
+		{"Service", `Environment=A=1 \`, "continue the line"},
+		{"Service", "Environment=\xff", "UTF-8"},
+		{"Service", "ExecStart=/bin/sh", "-exec"},
+		{"Service", "Type=simple", "Type=notify"},
+		{"Service", "KillMode=process", "KillMode=mixed"},
+		{"Service", "TimeoutStopSec=5", "-graceful-timeout"},
+		{"Service", "WatchdogSec=0", "-watchdog"},
+		{"Unit", "Description=x", "-description"},
+		{"Socket", "Accept=yes", "-accept=false"},
+		{"Socket", "ListenStream=80", "-port"},
+		// The package's purge removes these directories: they must be
+		// plain relative paths.
+		{"Service", "StateDirectory=/var/lib/kvd", "relative"},
+		{"Service", "StateDirectory=../../etc", `"../../etc"`},
+		{"Service", "StateDirectory=kvd/../..", "clean path"},
+		{"Service", "CacheDirectory=kvd/", "clean path"},
+		{"Service", "LogsDirectory=%N", "no specifiers"},
+		{"Service", "StateDirectory=a:b:c", "DIR:LINK"},
+		{"Service", "StateDirectory=kvd:/tmp/x", "relative"},
+	} {
+		_, err := ParseDirective(c.section, c.in)
+		var pe *ParamError
+		if !errors.As(err, &pe) || pe.Field != "Directives" || !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseDirective(%q, %q): want a *ParamError for Directives, have %v", c.section, c.in, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.say) {
+			t.Errorf("ParseDirective(%q, %q): want an error saying %q, have %v", c.section, c.in, c.say, err)
+		}
+	}
+}
+
+func TestParseDropIn(t *testing.T) {
+	for _, c := range []struct{ name, content string }{
+		{"limits.conf", "[Service]\nLimitNOFILE=65536\n"},
+		{"10-x.conf", "# a comment\n; another\n\n[Unit]\nAfter=x.service\n[Service]\nEnvironment=A=1 \\\n  B=2\n[Install]\nAlias=y.service\n"},
+		{"crlf.conf", "[Service]\r\nLimitNOFILE=1\r\n"},
+		{"x.conf", "[X-Mine]\nAnything=goes\n"},
+		// Resetting and replacing ExecStart= is what drop-ins are for.
+		{"exec.conf", "[Service]\nExecStart=\nExecStart=/usr/bin/myd -config /etc/myd/other.yaml\n"},
+	} {
+		if _, err := ParseDropIn(c.name, []byte(c.content)); err != nil {
+			t.Errorf("ParseDropIn(%q, %q): %v", c.name, c.content, err)
+		}
+	}
+	for _, c := range []struct{ name, content, say string }{
+		{"limits", "[Service]\nLimitNOFILE=1\n", "ending in .conf"},
+		{".conf", "[Service]\nLimitNOFILE=1\n", "ending in .conf"},
+		{"../x.conf", "[Service]\nLimitNOFILE=1\n", "letters, digits"},
+		{".hidden.conf", "[Service]\nLimitNOFILE=1\n", "letters, digits"},
+		{"a b.conf", "[Service]\nLimitNOFILE=1\n", "letters, digits"},
+		{"x.conf", "", "no Key=Value"},
+		{"x.conf", "# only a comment\n[Service]\n", "no Key=Value"},
+		{"x.conf", "LimitNOFILE=1\n", "before any [Section]"},
+		{"x.conf", "[Socket]\nBacklog=1\n", "[Socket]: want a section of a service"},
+		{"x.conf", "[Service\nLimitNOFILE=1\n", "want [Section]"},
+		{"x.conf", "[Service]\nLimitNOFILE\n", "line 2"},
+		{"x.conf", "[Service]\n=1\n", "no key"},
+		{"x.conf", "[Service]\nEnvironment=A=1 \\", "continues into no line"},
+		{"x.conf", "[Service]\nEnvironment=A=\x07\n", "control character"},
+		{"x.conf", "[Service]\nStateDirectory=/var/lib/x\n", "relative"},
+		{"x.conf", "[Service]\nLimitNOFILE=1\x00\n", "NUL"},
+		{"x.conf", "[Service]\nLimitNOFILE=\xff\n", "UTF-8"},
+	} {
+		_, err := ParseDropIn(c.name, []byte(c.content))
+		var pe *ParamError
+		if !errors.As(err, &pe) || pe.Field != "DropIns" {
+			t.Errorf("ParseDropIn(%q, %q): want a *ParamError for DropIns, have %v", c.name, c.content, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.say) {
+			t.Errorf("ParseDropIn(%q, %q): want an error saying %q, have %v", c.name, c.content, c.say, err)
+		}
 	}
 }
