@@ -211,7 +211,7 @@ func (p Params) resolve() (data, error) {
 	}
 	if p.NoAccept {
 		if p.AcceptPort != 0 {
-			return bad("AcceptPort", p.AcceptPort, "NoAccept is set: there is no Accept=yes socket to listen on it")
+			return bad("AcceptPort", p.AcceptPort, "no Accept=yes pair to listen on it (NoAccept, -accept=false)")
 		}
 	} else if p.AcceptPort == 0 {
 		if p.Port == 65535 {

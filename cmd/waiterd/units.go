@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/waiter-go/waiter/config"
@@ -27,6 +28,7 @@ var unitFlags = map[string]string{
 	"Name": "-name", "Port": "-port", "AcceptPort": "-accept-port", "Exec": "-exec",
 	"Config": "-config", "Description": "-description",
 	"GracefulTimeout": "-graceful-timeout", "Watchdog": "-watchdog",
+	"Directives": "-service-directive, -unit-directive or -socket-directive", "DropIns": "-dropin",
 }
 
 // unitsMain writes systemd units for a daemon built on waiter:
@@ -34,7 +36,10 @@ var unitFlags = map[string]string{
 //	waiterd units -name myd -port 7000 [-exec /usr/bin/myd] -out DIR
 //
 // writes myd.socket, myd.service, myd-accept.socket and myd-accept@.service
-// into DIR; -out - (the default) prints them.
+// into DIR (-accept=false: the first two only), each -dropin FILE.conf into
+// each service's NAME.service.d/, and the -service-directive,
+// -unit-directive and -socket-directive settings into the units; -out -
+// (the default) prints them.
 func unitsMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("waiterd units", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -47,6 +52,33 @@ func unitsMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&p.Description, "description", "", `Description= (default "NAME, a waiter daemon")`)
 	graceful := fs.Duration("graceful-timeout", config.DefaultGracefulTimeout.D(), "the daemon's graceful_timeout; TimeoutStopSec= is this plus 5s")
 	watchdog := fs.Duration("watchdog", units.DefaultWatchdog, "WatchdogSec=; 0 leaves the watchdog off")
+	accept := fs.Bool("accept", true, "write the Accept=yes pair too (NAME-accept.socket, NAME-accept@.service); -accept=false leaves it out")
+	for _, d := range []struct{ flag, section, where string }{
+		{"service-directive", "Service", "[Service] of the services, e.g. StateDirectory=NAME"},
+		{"unit-directive", "Unit", "[Unit] of the services, e.g. After=postgresql.service"},
+		{"socket-directive", "Socket", "[Socket] of the sockets, e.g. KeepAlive=yes"},
+	} {
+		fs.Func(d.flag, "`KEY=VALUE` added to the "+d.where+" (repeatable)", func(s string) error {
+			di, err := units.ParseDirective(d.section, s)
+			if err != nil {
+				return reason(err)
+			}
+			p.Directives = append(p.Directives, di)
+			return nil
+		})
+	}
+	fs.Func("dropin", "a drop-in `FILE.conf`, written into NAME.service.d/ (and NAME-accept@.service.d/) (repeatable)", func(file string) error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		di, err := units.ParseDropIn(filepath.Base(file), b)
+		if err != nil {
+			return reason(err)
+		}
+		p.DropIns = append(p.DropIns, di)
+		return nil
+	})
 	out := fs.String("out", "-", "directory to write the units into (created if missing), or - for standard output")
 	check := fs.Bool("check", false, "then run systemd-analyze verify and security on them; fail above an exposure of 2.0")
 	fs.Usage = func() {
@@ -78,6 +110,7 @@ func unitsMain(args []string, stdout, stderr io.Writer) int {
 		return unitsUsage
 	}
 	p.GracefulTimeout = *graceful
+	p.NoAccept = !*accept
 	p.Watchdog = *watchdog
 	if *watchdog == 0 {
 		p.Watchdog = -1 // Params' zero means the default
@@ -99,6 +132,16 @@ func unitsMain(args []string, stdout, stderr io.Writer) int {
 	return unitsFail
 }
 
+// reason returns a *units.ParamError's reason alone, for the flag package,
+// which names the flag and the value itself.
+func reason(err error) error {
+	var pe *units.ParamError
+	if errors.As(err, &pe) {
+		return errors.New(pe.Reason)
+	}
+	return err
+}
+
 func unitFlag(field string) string {
 	if f, ok := unitFlags[field]; ok {
 		return f
@@ -107,7 +150,7 @@ func unitFlag(field string) string {
 }
 
 func writeUnits(p units.Params, files map[string][]byte, out string, check bool, stdout, stderr io.Writer) int {
-	names := units.FileNames(p.Name)
+	names := p.Files()
 	if out == "-" {
 		for i, name := range names {
 			if i > 0 {
@@ -123,12 +166,17 @@ func writeUnits(p units.Params, files map[string][]byte, out string, check bool,
 		}
 		for _, name := range names {
 			path := filepath.Join(out, name)
-			if err := os.WriteFile(path, files[name], 0o644); err != nil {
+			err := os.MkdirAll(filepath.Dir(path), 0o755) // NAME.service.d/
+			if err == nil {
+				err = os.WriteFile(path, files[name], 0o644)
+			}
+			if err != nil {
 				fmt.Fprintf(stderr, "waiterd units: %v\n", err)
 				return unitsFail
 			}
 			fmt.Fprintln(stderr, "wrote", path)
 		}
+		warnStale(p.Name, files, out, stderr)
 	}
 	if !check {
 		return unitsOK
@@ -152,4 +200,31 @@ func writeUnits(p units.Params, files map[string][]byte, out string, check bool,
 	}
 	fmt.Fprintln(stderr, "systemd-analyze verify: no complaints")
 	return unitsOK
+}
+
+// warnStale names the files of the daemon in dir that this run did not
+// write (an Accept=yes pair after -accept=false, a drop-in since dropped):
+// systemd, and packaging/build-deb.sh, would take them with the rest. They
+// are left alone, as dir may be /etc/systemd/system.
+func warnStale(name string, files map[string][]byte, dir string, stderr io.Writer) {
+	var stale []string
+	for _, u := range units.FileNames(name) {
+		if _, ok := files[u]; !ok {
+			if _, err := os.Lstat(filepath.Join(dir, u)); err == nil {
+				stale = append(stale, u)
+			}
+		}
+		if strings.HasSuffix(u, ".service") {
+			m, _ := filepath.Glob(filepath.Join(dir, u+".d", "*.conf"))
+			for _, f := range m {
+				rel := u + ".d/" + filepath.Base(f)
+				if _, ok := files[rel]; !ok {
+					stale = append(stale, rel)
+				}
+			}
+		}
+	}
+	for _, f := range stale {
+		fmt.Fprintf(stderr, "waiterd units: warning: %s was not written by this run: remove it if it is stale\n", filepath.Join(dir, f))
+	}
 }

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -160,6 +162,23 @@ func TestUnitsBadFlags(t *testing.T) {
 		{"stray argument", []string{"-name", "myd", "-port", "7000", "extra"}, 2, `unexpected argument "extra"`},
 		{"empty out", []string{"-name", "myd", "-port", "7000", "-out", ""}, 2, "-out: want a directory"},
 		{"out is a file", []string{"-name", "myd", "-port", "7000", "-out", file}, 1, "-out:"},
+		{"directive without =", []string{"-name", "myd", "-port", "7000", "-service-directive", "StateDirectory"}, 2,
+			`invalid value "StateDirectory" for flag -service-directive: [Service]: want Key=Value`},
+		{"directive with a newline", []string{"-name", "myd", "-port", "7000", "-service-directive", "Environment=A=1\nUser=root"}, 2,
+			"a newline would start another setting"},
+		{"directive the generator owns", []string{"-name", "myd", "-port", "7000", "-service-directive", "KillMode=process"}, 2,
+			"the generator writes KillMode="},
+		{"absolute state directory", []string{"-name", "myd", "-port", "7000", "-service-directive", "StateDirectory=/var/lib/myd"}, 2,
+			"want a path relative"},
+		{"unit directive", []string{"-name", "myd", "-port", "7000", "-unit-directive", "Description=x"}, 2,
+			"invalid value \"Description=x\" for flag -unit-directive"},
+		{"socket directive", []string{"-name", "myd", "-port", "7000", "-socket-directive", "Accept=no"}, 2,
+			"-accept=false"},
+		{"missing drop-in", []string{"-name", "myd", "-port", "7000", "-dropin", "/nonexistent/x.conf"}, 2,
+			"invalid value \"/nonexistent/x.conf\" for flag -dropin"},
+		{"drop-in not .conf", []string{"-name", "myd", "-port", "7000", "-dropin", file}, 2, "ending in .conf"},
+		{"accept port without accept pair", []string{"-name", "myd", "-port", "7000", "-accept=false", "-accept-port", "7001"}, 2,
+			`-accept-port "7001": no Accept=yes pair`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, stdout, stderr := runUnits(c.args...)
@@ -269,5 +288,148 @@ func TestUnitsCheck(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "no complaints") {
 		t.Errorf("-check: want \"no complaints\", have:\n%s", stderr)
+	}
+}
+
+// writeFile writes content to dir/name and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestUnitsOwnSettings: the directive flags, -dropin and -accept=false give
+// what units.Generate gives for the same Params, and only those files.
+func TestUnitsOwnSettings(t *testing.T) {
+	tmp := t.TempDir()
+	limits := writeFile(t, tmp, "limits.conf", "[Service]\nLimitNOFILE=65536\n")
+	net := writeFile(t, tmp, "10-net.conf", "[Service]\nPrivateNetwork=yes\n")
+	base := []string{"-name", "kvd", "-port", "7300",
+		"-service-directive", "StateDirectory=kvd", "-service-directive", "Environment=KVD_DATA=/var/lib/kvd",
+		"-unit-directive", "After=network-online.target", "-socket-directive", "KeepAlive=yes",
+		"-dropin", limits, "-dropin", net}
+	p := units.Params{Name: "kvd", Port: 7300,
+		Directives: []units.Directive{
+			{Section: "Service", Key: "StateDirectory", Value: "kvd"},
+			{Section: "Service", Key: "Environment", Value: "KVD_DATA=/var/lib/kvd"},
+			{Section: "Unit", Key: "After", Value: "network-online.target"},
+			{Section: "Socket", Key: "KeepAlive", Value: "yes"},
+		},
+		DropIns: []units.DropIn{
+			{Name: "limits.conf", Content: []byte("[Service]\nLimitNOFILE=65536\n")},
+			{Name: "10-net.conf", Content: []byte("[Service]\nPrivateNetwork=yes\n")},
+		},
+	}
+	for _, accept := range []bool{true, false} {
+		p.NoAccept = !accept
+		dir := filepath.Join(tmp, fmt.Sprint("units-", accept))
+		code, _, stderr := runUnits(append(base, "-accept="+strconv.FormatBool(accept), "-out", dir)...)
+		if code != 0 {
+			t.Fatalf("-accept=%v: exit %d: %s", accept, code, stderr)
+		}
+		want, err := units.Generate(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var have []string
+		err = filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, path)
+			have = append(have, rel)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(b, want[rel]) {
+				t.Errorf("-accept=%v: %s: not what units.Generate writes:\nwant:\n%s\nhave:\n%s", accept, rel, want[rel], b)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(have)
+		names := p.Files()
+		sort.Strings(names)
+		if fmt.Sprint(have) != fmt.Sprint(names) {
+			t.Errorf("-accept=%v: want files %v, have %v", accept, names, have)
+		}
+		if strings.Contains(stderr, "warning") {
+			t.Errorf("-accept=%v: a warning in a fresh directory: %s", accept, stderr)
+		}
+	}
+	// Standard output names each drop-in with its directory.
+	code, stdout, stderr := runUnits(append(base, "-accept=false")...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	heads := regexp.MustCompile(`(?m)^==> (\S+) <==$`).FindAllStringSubmatch(stdout, -1)
+	var got []string
+	for _, h := range heads {
+		got = append(got, h[1])
+	}
+	if want := "[kvd.socket kvd.service kvd.service.d/10-net.conf kvd.service.d/limits.conf]"; fmt.Sprint(got) != want {
+		t.Errorf("stdout: files %v, want %s", got, want)
+	}
+}
+
+// TestUnitsStale: writing fewer files into a directory that has more of the
+// daemon's says which are left, and removes none.
+func TestUnitsStale(t *testing.T) {
+	tmp := t.TempDir()
+	dropin := writeFile(t, tmp, "x.conf", "[Service]\nLimitNOFILE=1024\n")
+	dir := filepath.Join(tmp, "units")
+	if code, _, stderr := runUnits("-name", "myd", "-port", "7000", "-dropin", dropin, "-out", dir); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	code, _, stderr := runUnits("-name", "myd", "-port", "7000", "-accept=false", "-out", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, f := range []string{"myd-accept.socket", "myd-accept@.service", "myd.service.d/x.conf", "myd-accept@.service.d/x.conf"} {
+		if !strings.Contains(stderr, "warning: "+filepath.Join(dir, f)+" was not written by this run") {
+			t.Errorf("no warning about %s in:\n%s", f, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v (it must be left alone)", f, err)
+		}
+	}
+}
+
+// TestUnitsDropInTwice: two drop-ins of one file name are refused.
+func TestUnitsDropInTwice(t *testing.T) {
+	tmp := t.TempDir()
+	a := writeFile(t, tmp, "x.conf", "[Service]\nLimitNOFILE=1024\n")
+	if err := os.Mkdir(filepath.Join(tmp, "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := writeFile(t, filepath.Join(tmp, "b"), "x.conf", "[Service]\nLimitNOFILE=2048\n")
+	code, stdout, stderr := runUnits("-name", "myd", "-port", "7000", "-dropin", a, "-dropin", b)
+	if code != 2 || !strings.Contains(stderr, `-dropin "x.conf": two drop-ins of this name`) || stdout != "" {
+		t.Errorf("exit %d, stderr %q, stdout %d bytes", code, stderr, len(stdout))
+	}
+}
+
+// TestUnitsCheckOwnSettings: -check reads the drop-ins and the directives,
+// and finds them clean.
+func TestUnitsCheckOwnSettings(t *testing.T) {
+	needAnalyzer(t)
+	tmp := t.TempDir()
+	dropin := writeFile(t, tmp, "limits.conf", "[Service]\nLimitNOFILE=65536\n")
+	code, _, stderr := runUnits("-name", "kvd", "-port", "7300", "-exec", "/nonexistent/kvd", "-service-directive", "StateDirectory=kvd",
+		"-dropin", dropin, "-out", filepath.Join(tmp, "units"), "-check")
+	if code != 0 || !strings.Contains(stderr, "no complaints") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	// A misspelt key in a drop-in is found.
+	bad := writeFile(t, tmp, "bad.conf", "[Service]\nLimitNOFLIE=65536\n")
+	code, _, stderr = runUnits("-name", "kvd", "-port", "7300", "-exec", "/nonexistent/kvd", "-dropin", bad, "-out", filepath.Join(tmp, "bad"), "-check")
+	if code != 1 || !strings.Contains(stderr, "LimitNOFLIE") {
+		t.Errorf("a bad key in a drop-in: exit %d, stderr:\n%s", code, stderr)
 	}
 }
