@@ -12,6 +12,7 @@
 package hooks
 
 import (
+	"context"
 	"errors"
 	"net"
 	"syscall"
@@ -40,7 +41,13 @@ type Set struct {
 	// on; ErrStopWorker (no warning), an error wrapped with Fatal, or a
 	// panic end the worker after this client. An I/O error the client
 	// caused (reset, EOF, broken pipe, client_timeout) is logged at debug.
-	OnProcess func(c net.Conn) error
+	//
+	// ctx is cancelled when the worker is told to stop (a stop, a reload,
+	// px_idle, TTOU), and its deadline is then when the worker will be
+	// killed (graceful_timeout): a long session can tell its client it is
+	// going away. See waiter.ServerFrom for the
+	// server and the program's settings.
+	OnProcess func(ctx context.Context, c net.Conn) error
 	// OnPreforkChildIdle runs in a prefork worker each time the accept
 	// timeout passes with no client.
 	OnPreforkChildIdle func()
@@ -51,8 +58,11 @@ type Set struct {
 	// maxfork workers are busy; the client is closed right after (OnClose
 	// runs too).
 	OnMaxforked func(c net.Conn)
-	// OnChildStart runs in a worker after its set-up, before it serves.
-	OnChildStart func()
+	// OnChildStart runs in a worker after its set-up, before it serves. An
+	// error ends the worker before it takes a client; the master backs off
+	// before the next start (100 ms doubling to 5 s), and the error is
+	// logged once per run of failures, not once per worker.
+	OnChildStart func() error
 	// OnChildExit runs in a worker just before it exits.
 	OnChildExit func()
 	// OnClose runs right before a client connection is closed.

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"runtime/debug"
@@ -57,7 +58,6 @@ func (r *Runner) PreforkIdle() error {
 	return r.call("on_prefork_child_idle", r.set.OnPreforkChildIdle)
 }
 func (r *Runner) ForkingIdle() error  { return r.call("on_forking_idle", r.set.OnForkingIdle) }
-func (r *Runner) ChildStart() error   { return r.call("on_child_start", r.set.OnChildStart) }
 func (r *Runner) ChildExit() error    { return r.call("on_child_exit", r.set.OnChildExit) }
 func (r *Runner) ServerClose() error  { return r.call("on_server_close", r.set.OnServerClose) }
 func (r *Runner) SigUSR1() error      { return r.call("on_sig_usr1", r.set.OnSigUSR1) }
@@ -95,12 +95,21 @@ func (r *Runner) ForkOK(pid int) (err error) {
 }
 
 // Process runs on_process; its own error is returned as it is.
-func (r *Runner) Process(c net.Conn) (err error) {
+func (r *Runner) Process(ctx context.Context, c net.Conn) (err error) {
 	if r.set.OnProcess == nil {
 		return ErrNoProcess
 	}
 	defer r.guard("on_process", &err)
-	return r.set.OnProcess(c)
+	return r.set.OnProcess(ctx, c)
+}
+
+// ChildStart runs on_child_start; its own error is returned as it is.
+func (r *Runner) ChildStart() (err error) {
+	if r.set.OnChildStart == nil {
+		return nil
+	}
+	defer r.guard("on_child_start", &err)
+	return r.set.OnChildStart()
 }
 
 func (r *Runner) Maxforked(c net.Conn) (err error) {

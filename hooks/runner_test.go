@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"strings"
@@ -15,10 +16,10 @@ func TestRunnerRecoversPanics(t *testing.T) {
 	l := logrus.New()
 	l.Out = &buf
 	r := NewRunner(Set{
-		OnProcess:  func(net.Conn) error { panic("boom") },
+		OnProcess:  func(context.Context, net.Conn) error { panic("boom") },
 		OnListenOK: func() { panic("early") },
 	}, l)
-	err := r.Process(nil)
+	err := r.Process(context.Background(), nil)
 	var pe *PanicError
 	if !errors.As(err, &pe) || pe.Hook != "on_process" || pe.Value != "boom" || len(pe.Stack) == 0 {
 		t.Fatalf("want a PanicError from on_process, have %#v", err)
@@ -34,7 +35,7 @@ func TestRunnerRecoversPanics(t *testing.T) {
 
 func TestRunnerUnsetHooks(t *testing.T) {
 	r := NewRunner(Set{}, logrus.New())
-	if err := r.Process(nil); !errors.Is(err, ErrNoProcess) {
+	if err := r.Process(context.Background(), nil); !errors.Is(err, ErrNoProcess) {
 		t.Fatalf("an unset on_process: want ErrNoProcess, have %v", err)
 	}
 	for name, f := range map[string]func() error{
@@ -50,8 +51,8 @@ func TestRunnerUnsetHooks(t *testing.T) {
 
 func TestProcessErrorPassesThrough(t *testing.T) {
 	want := errors.New("mine")
-	r := NewRunner(Set{OnProcess: func(net.Conn) error { return want }}, logrus.New())
-	if err := r.Process(nil); err != want {
+	r := NewRunner(Set{OnProcess: func(context.Context, net.Conn) error { return want }}, logrus.New())
+	if err := r.Process(context.Background(), nil); err != want {
 		t.Fatalf("have %v", err)
 	}
 }

@@ -10,6 +10,7 @@ package pool
 // They measure and print; they assert nothing about time.
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync/atomic"
@@ -108,7 +109,7 @@ func benchServer(b *testing.B) *Server {
 	l.Out = io.Discard
 	s := &Server{
 		Options: config.Default(),
-		Hooks: hooks.Set{OnProcess: func(c net.Conn) error {
+		Hooks: hooks.Set{OnProcess: func(_ context.Context, c net.Conn) error {
 			_, err := io.WriteString(c, "hello world\n")
 			return err
 		}},
@@ -123,7 +124,7 @@ func benchServer(b *testing.B) *Server {
 func benchWorker(b *testing.B, sb *Scoreboard) *worker {
 	s := benchServer(b)
 	s.sb = sb
-	return newWorker(s, s.Options, nil, s.log, sb, sb.Slot(0))
+	return newWorker(s, s.Options, nil, s.log, sb, sb.Slot(0), nil)
 }
 
 // benchListener binds a loopback listener the way the master does (a raw,

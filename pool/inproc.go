@@ -1,8 +1,10 @@
 package pool
 
 import (
+	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -19,11 +21,23 @@ type inprocHost struct {
 	ev *events
 	// connected is Accept=yes's one client socket; -1 in nofork.
 	connected int
+	// failed: the last worker's on_child_start failed (its exit status).
+	failed atomic.Bool
 }
 
 func (h *inprocHost) start(k *kid) {
 	g := k.gen.opts
-	w := newWorker(h.s, g.o, g.tls, h.s.log, h.sb, h.sb.Slot(k.slot))
+	// A private copy of the generation's settings, as a worker process
+	// gets: nothing the master loads later is shared with this worker.
+	var settings any
+	if h.s.Decode != nil && g.carry != "" {
+		var err error
+		if settings, err = h.s.Decode([]byte(g.carry)); err != nil {
+			h.ev.spawned <- spawnRes{slot: k.slot, err: fmt.Errorf("pool: settings for the in-process worker: %w", err)}
+			return
+		}
+	}
+	w := newWorker(h.s, g.o, g.tls, h.s.log, h.sb, h.sb.Slot(k.slot), settings)
 	w.inproc = true
 	slot := k.slot
 	w.report = func(ev byte) { h.ev.workers <- evWord(ev, slot) }
@@ -31,6 +45,9 @@ func (h *inprocHost) start(k *kid) {
 	done := make(chan struct{})
 	h.ev.spawned <- spawnRes{slot: k.slot, pid: os.Getpid(), wait: func() syscall.WaitStatus {
 		<-done
+		if h.failed.Swap(false) {
+			return syscall.WaitStatus(exitStartFailed << 8) // as a process's exit status
+		}
 		return 0
 	}}
 	go h.run(w, done)
@@ -44,7 +61,11 @@ func (h *inprocHost) run(w *worker, done chan struct{}) {
 	defer close(sigDone)
 	go w.signalLoop(sigDone)
 	h.s.onBreak(w.stopNow)
-	h.s.childStart()
+	if err := w.childStart(); err != nil {
+		w.slot.Exiting()
+		h.failed.Store(true)
+		return
+	}
 	if h.connected >= 0 {
 		h.serveConnected(w)
 	} else {

@@ -13,6 +13,13 @@ import (
 	"github.com/waiter-go/waiter/hooks"
 )
 
+// NewLogger is the logger a server uses when it is given none, for a
+// program to log through before Run (a start-up error then reaches the
+// journal at PRIORITY=3, as Run's own do): text on stderr, or native
+// journald entries when stderr is the journal (JOURNAL_STREAM), and the
+// Log/LogDebug hooks of set instead of either when they are set.
+func NewLogger(debug bool, set hooks.Set) *logrus.Logger { return newLogger(debug, set) }
+
 // newLogger builds the logger a server uses when the user gave none: text on
 // stderr, or native journald entries when stderr is the journal (systemd sets
 // JOURNAL_STREAM to its device:inode), and the user's Log/LogDebug hooks

@@ -6,6 +6,7 @@ package pool_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 		os.Exit(5) // a worker that cannot start
 	}
 	if os.Getenv(envScenario) != "" {
-		code := scenarioServer().Run()
+		code := pool.ExitCode(scenarioServer().Run())
 		// Run returns only in the master: a worker ends inside it
 		// (Net::Waiter let a die in on_process return into the user's code
 		// in the child).
@@ -131,7 +132,13 @@ func scenarioServer() *pool.Server {
 			bufio.NewReader(c).ReadString('\n')
 			io.WriteString(c, "busy, try later\n")
 		},
-		OnChildStart:  func() { record("on_child_start") },
+		OnChildStart: func() error {
+			record("on_child_start")
+			if os.Getenv("WAITERTEST_CHILD_START_FAILS") != "" {
+				return fmt.Errorf("scenario: the database is down")
+			}
+			return nil
+		},
 		OnChildExit:   func() { record("on_child_exit") },
 		OnClose:       func(c net.Conn) { record("on_close") },
 		OnServerClose: func() { record("on_server_close") },
@@ -149,7 +156,7 @@ func scenarioServer() *pool.Server {
 		OnChildSigUSR2: func() { record("on_child_sig_usr2") },
 		OnChildSigHUP:  func() { record("on_child_sig_hup") },
 	}
-	h.OnProcess = func(c net.Conn) error {
+	h.OnProcess = func(ctx context.Context, c net.Conn) error {
 		record("on_process")
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		r := bufio.NewReader(c)
@@ -161,6 +168,18 @@ func scenarioServer() *pool.Server {
 			return err
 		case "pid":
 			fmt.Fprintf(c, "%d\n", os.Getpid())
+		case "isworker":
+			fmt.Fprintf(c, "IsWorker=%v IsChild=%v\n", pool.IsWorker(), srv.IsChild())
+		case "waitstop":
+			// Holds until the worker is told to stop, then says so.
+			io.WriteString(c, "waiting\n")
+			select {
+			case <-ctx.Done():
+				dl, _ := ctx.Deadline()
+				fmt.Fprintf(c, "stopping, killed in %s\n", time.Until(dl).Round(time.Second))
+			case <-time.After(30 * time.Second):
+				io.WriteString(c, "no stop\n")
+			}
 		case "busy":
 			b, a := srv.BusyKidsCount()
 			fmt.Fprintf(c, "busy=%d all=%d child=%v\n", b, a, srv.IsChild())

@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"errors"
 	"net"
 	"strings"
 	"syscall"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/waiter-go/waiter/config"
+	"github.com/waiter-go/waiter/hooks"
+	"github.com/waiter-go/waiter/pool"
 )
 
 func TestNoforkHelloAndHookOrder(t *testing.T) {
@@ -78,8 +81,9 @@ func TestMissingOnProcessIsRefused(t *testing.T) {
 	// The scenario always sets OnProcess; this checks Run's guard directly.
 	o := opts(func(o *config.Options) { o.Nofork = true; o.Listen = "127.0.0.1:0" })
 	srv := newServerNoProcess(o)
-	if code := srv.Run(); code != 1 {
-		t.Fatalf("want exit code 1 without on_process, have %d", code)
+	err := srv.Run()
+	if !errors.Is(err, pool.ErrConfig) || !errors.Is(err, hooks.ErrNoProcess) || pool.ExitCode(err) != 1 {
+		t.Fatalf("want ErrConfig wrapping hooks.ErrNoProcess (exit code 1) without on_process, have %v (%d)", err, pool.ExitCode(err))
 	}
 }
 

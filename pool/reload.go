@@ -21,21 +21,27 @@ import (
 type optionsSnapshot struct {
 	o        config.Options
 	optsJSON string
-	carry    string
+	carry    string      // the program's settings (Server.Load's or Carry), JSON
+	settings any         // the master's value of them (Server.Load's)
 	tlsPEM   []byte      // the TLS files as checked (JSON), for worker processes
 	tls      *tls.Config // the same, for the in-process worker
 }
 
-// snapshot prepares a generation's options once, not per spawn.
-func (s *Server) snapshot(o config.Options) (optionsSnapshot, []string, error) {
-	snap := optionsSnapshot{o: o}
+// snapshot prepares a generation's options and settings once, not per
+// spawn.
+func (s *Server) snapshot(o config.Options, settings any) (optionsSnapshot, []string, error) {
+	snap := optionsSnapshot{o: o, settings: settings}
 	b, err := json.Marshal(o)
 	if err != nil {
 		return snap, nil, fmt.Errorf("pool: options: %w", err)
 	}
 	snap.optsJSON = string(b)
-	if s.Carry != nil {
-		c, err := json.Marshal(s.Carry)
+	carry := s.Carry
+	if s.Load != nil {
+		carry = settings
+	}
+	if carry != nil {
+		c, err := json.Marshal(carry)
 		if err != nil {
 			return snap, nil, fmt.Errorf("pool: Carry: %w", err)
 		}
@@ -74,7 +80,7 @@ func (sv *supervisor) reload() {
 	}
 	sv.cur = g
 	sv.apply(g)
-	sv.s.setCurrent(g.opts.o)
+	sv.s.setCurrent(g.opts.o, g.opts.settings)
 	sv.reloadAt = now
 	sv.failStreak, sv.nextSpawn = 0, time.Time{}
 	if sv.mode == modeNofork {
@@ -93,9 +99,15 @@ func (sv *supervisor) reload() {
 // running master can take them.
 func (sv *supervisor) loadOptions() (optionsSnapshot, error) {
 	old := sv.cur.opts.o
-	o := old
-	if sv.s.Reload != nil {
-		n, err := sv.s.Reload()
+	o, settings := old, sv.cur.opts.settings
+	if sv.s.Reload != nil || sv.s.Load != nil {
+		var n config.Options
+		var err error
+		if sv.s.Load != nil {
+			n, settings, err = sv.s.Load()
+		} else {
+			n, err = sv.s.Reload()
+		}
 		if err != nil {
 			return optionsSnapshot{}, err
 		}
@@ -117,7 +129,7 @@ func (sv *supervisor) loadOptions() (optionsSnapshot, error) {
 		}
 		o = n
 	}
-	snap, warns, err := sv.s.snapshot(o)
+	snap, warns, err := sv.s.snapshot(o, settings)
 	for _, w := range warns {
 		sv.log.Warnf("waiter: %s", w)
 	}
@@ -200,7 +212,7 @@ func (sv *supervisor) checkReload(now time.Time) {
 	}
 	sv.cur = sv.serving
 	sv.apply(sv.cur)
-	sv.s.setCurrent(sv.cur.opts.o)
+	sv.s.setCurrent(sv.cur.opts.o, sv.cur.opts.settings)
 	sv.reloadAt = time.Time{}
 	sv.failStreak, sv.nextSpawn = 0, time.Time{}
 	sv.status.note = "reload failed: generation " + why

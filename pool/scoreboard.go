@@ -44,6 +44,7 @@ const (
 	hdrIdle       = 16 // int32: workers waiting for a client (prefork)
 	hdrWant       = 20 // uint32: 1 while a worker has asked the master to grow
 	hdrFull       = 24 // uint32: 1 while the pool is at maxfork (do not ask)
+	hdrStartFail  = 28 // uint32: 1 once a worker logged an on_child_start failure
 )
 
 // Slot states.
@@ -319,6 +320,11 @@ func (sb *Scoreboard) PIDs() []int {
 }
 
 func (sb *Scoreboard) idleCount() int { return int(sb.i32(hdrIdle).Load()) }
+
+// claimStartFailure is true for the first worker of a run of failures.
+func (sb *Scoreboard) claimStartFailure() bool { return sb.u32(hdrStartFail).CompareAndSwap(0, 1) }
+func (sb *Scoreboard) clearStartFailure()      { sb.u32(hdrStartFail).Store(0) }
+
 func (sb *Scoreboard) takeWant() bool { return sb.u32(hdrWant).CompareAndSwap(1, 0) }
 func (sb *Scoreboard) setFull(full bool) {
 	v := uint32(0)

@@ -107,7 +107,7 @@ func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 	if runAcceptOK {
 		s.accepted(c)
 	}
-	err := s.hk.Process(c)
+	err := s.hk.Process(w.cctx, c)
 	s.closeClient(c)
 	if err == nil {
 		return true, false

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"crypto/tls"
+	"errors"
 	"time"
 
 	"fmt"
@@ -19,12 +20,39 @@ import (
 	"github.com/waiter-go/waiter/hooks"
 )
 
-// Exit codes of Run, as in Net::Waiter (0 and 100) plus one for bad options.
+// Exit codes, as in Net::Waiter (0 and 100) plus one for bad options: what
+// ExitCode makes of Run's error.
 const (
 	ExitOK     = 0
 	ExitConfig = 1   // invalid options, no on_process, a bad environment
 	ExitListen = 100 // the listen socket cannot be created
 )
+
+// Run's errors wrap one of these (errors.Is), and the cause (errors.As
+// finds a *config.FieldError, an *activation.EnvError, ...).
+var (
+	// ErrConfig: bad options, hooks, certificates or environment; nothing
+	// was started.
+	ErrConfig = errors.New("waiter: not starting")
+	// ErrListen: the listen socket could not be created.
+	ErrListen = errors.New("waiter: cannot create the listen socket")
+	// ErrStuck: the in-process worker (nofork) did not return after
+	// request_timeout closed its client; the server stopped so that its
+	// service manager restarts it.
+	ErrStuck = errors.New("waiter: the in-process worker is stuck")
+)
+
+// ExitCode maps Run's error to Net::Waiter's exit codes: 0 for nil, 100
+// for ErrListen, 1 for anything else.
+func ExitCode(err error) int {
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, ErrListen):
+		return ExitListen
+	}
+	return ExitConfig
+}
 
 // Server is a waiter server: options, hooks, and the methods of Net::Waiter
 // that hooks call. Build it with New (or a struct literal), then call Run.
@@ -55,20 +83,31 @@ type Server struct {
 	// see the master's settings as of the last reload, whatever their own
 	// main read from a file that may have changed since.
 	Carry any
+	// Load, when set, reads the options and the program's own settings
+	// together (any JSON-encodable value), in the master only: at start,
+	// where it replaces Options, and on each reload, where its error
+	// refuses the reload whole. Workers never call it: each gets a private
+	// copy of its generation's settings through Decode.
+	Load func() (config.Options, any, error)
+	// Decode makes a worker's copy of the settings from their JSON (what
+	// Load returned, as the master encoded it). Required with Load.
+	Decode func([]byte) (any, error)
 
-	hk      *hooks.Runner
-	log     *logrus.Entry
-	child   bool
-	sockets []*activation.Socket
-	bound   []*activation.Socket // the sockets Run bound itself
-	sb      *Scoreboard
-	master  int
-	current atomic.Pointer[config.Options]
-	ssl     atomic.Bool
-	client  atomic.Pointer[connBox] // the client being served by this process
-	broken  atomic.Bool
-	stopMu  sync.Mutex
-	stopFns []func()
+	hk       *hooks.Runner
+	log      *logrus.Entry
+	child    bool
+	sockets  []*activation.Socket
+	bound    []*activation.Socket // the sockets Run bound itself
+	logSetUp bool
+	sb       *Scoreboard
+	master   int
+	current  atomic.Pointer[config.Options]
+	settings atomic.Pointer[settingsBox]
+	ssl      atomic.Bool
+	client   atomic.Pointer[connBox] // the client being served by this process
+	broken   atomic.Bool
+	stopMu   sync.Mutex
+	stopFns  []func()
 }
 
 // New returns a server with the given options and hooks.
@@ -79,7 +118,13 @@ func New(opts config.Options, h hooks.Set) *Server {
 // IsWorker reports whether this process is a worker started by a waiter
 // master. A main can use it to skip set-up that only the master needs, since
 // everything before Run runs in every worker too.
-func IsWorker() bool { return os.Getenv(envRole) != roleMaster }
+//
+// It is read once, when the program starts: Run removes waiter's variables
+// from a worker's environment (so that programs its hooks start do not
+// think they are workers), and the answer must not change after that.
+func IsWorker() bool { return startRole != roleMaster }
+
+var startRole = os.Getenv(envRole)
 
 // BreakMainLoop asks the main loop to end after the current client, as
 // Net::Waiter's break_main_loop does: in the master a graceful stop follows;
@@ -103,8 +148,10 @@ func (s *Server) onBreak(f func()) {
 // SSLInUse reports whether clients are served over TLS.
 func (s *Server) SSLInUse() bool { return s.ssl.Load() }
 
-// IsChild reports whether this process is a worker.
-func (s *Server) IsChild() bool { return s.child }
+// IsChild reports whether this process is a worker (Net::Waiter's
+// is_child): the same answer as IsWorker, in every hook. nofork has no
+// worker process: both are false there.
+func (s *Server) IsChild() bool { return IsWorker() }
 
 // Listeners returns the sockets being served (get_server_socket). In a
 // worker they are its inherited copies.
@@ -115,6 +162,26 @@ func (s *Server) Listeners() []*activation.Socket { return s.sockets }
 func (s *Server) Client() net.Conn {
 	if b := s.client.Load(); b != nil {
 		return b.c
+	}
+	return nil
+}
+
+type settingsBox struct{ v any }
+
+// running is the server whose Run is under way in this process, for
+// helpers that hooks call without a handle (waiter.Settings).
+var running atomic.Pointer[Server]
+
+// Running returns the server whose Run is under way in this process, or nil.
+func Running() *Server { return running.Load() }
+
+// CurrentSettings returns the program's settings in force in this process
+// (see Load): in a worker its generation's private copy, in the master the
+// last loaded. OnProcess should prefer SettingsFrom(ctx), which is its own
+// worker's even in nofork while a reload starts the next one.
+func (s *Server) CurrentSettings() any {
+	if b := s.settings.Load(); b != nil {
+		return b.v
 	}
 	return nil
 }
@@ -195,13 +262,17 @@ func (s *Server) Log() logrus.FieldLogger {
 	return s.log
 }
 
-// Run serves until stopped and returns ExitOK, ExitConfig or ExitListen. In
-// a worker it does not return.
+// Run serves until stopped. It returns nil after a normal stop, or an
+// error wrapping ErrConfig, ErrListen or ErrStuck, which it has logged (at
+// error: PRIORITY=3 in the journal); ExitCode turns it into an exit status.
+// In a worker it does not return.
 //
 // Every mode runs the same supervisor (see supervisor.go): prefork, the
 // fixed pool and forking mode with worker processes, nofork and Accept=yes
 // with one in-process worker.
-func (s *Server) Run() int {
+func (s *Server) Run() error {
+	running.CompareAndSwap(nil, s)
+	defer running.CompareAndSwap(s, nil)
 	if IsWorker() {
 		s.runWorker() // never returns
 	}
@@ -211,40 +282,61 @@ func (s *Server) Run() int {
 		s.log.Warn(n)
 	}
 	if err := s.Options.Validate(); err != nil {
-		s.log.Errorf("waiter: not starting: %v", err)
-		return ExitConfig
+		return s.fail(ErrConfig, err)
 	}
 	if s.Hooks.OnProcess == nil {
-		s.log.Errorf("waiter: not starting: %v", hooks.ErrNoProcess)
-		return ExitConfig
+		return s.fail(ErrConfig, hooks.ErrNoProcess)
 	}
-	snap, warns, err := s.snapshot(s.Options)
+	var settings any
+	if s.Load != nil {
+		if s.Decode == nil {
+			return s.fail(ErrConfig, errors.New("pool: Server.Load is set without Server.Decode"))
+		}
+		o, set, err := s.Load()
+		if err != nil {
+			return s.fail(ErrConfig, err)
+		}
+		for _, n := range o.Normalize() {
+			s.log.Warn(n)
+		}
+		if err := o.Validate(); err != nil {
+			return s.fail(ErrConfig, err)
+		}
+		s.Options, settings = o, set
+		s.setupLog(o.Debug)
+	}
+	snap, warns, err := s.snapshot(s.Options, settings)
 	if err != nil {
-		s.log.Errorf("waiter: not starting: %v", err)
-		return ExitConfig
+		return s.fail(ErrConfig, err)
 	}
 	for _, w := range warns {
 		s.log.Warnf("waiter: %s", w)
 	}
-	s.setCurrent(s.Options)
+	s.setCurrent(s.Options, settings)
 	s.hk.ServerBegin()
-	code, err := s.openSockets()
+	kind, err := s.openSockets()
 	if err != nil {
-		s.log.Errorf("waiter: %v", err)
-		return code
+		return s.fail(kind, err)
 	}
 	defer s.closeSockets()
 	s.hk.ListenOK()
 	for _, sk := range s.sockets {
 		s.log.WithField("mode", s.Options.Mode()).Infof("waiter: serving %s", sk)
 	}
-	code = s.supervise(&generation{n: 1, opts: snap})
+	err = s.supervise(&generation{n: 1, opts: snap})
 	s.hk.ServerClose() // the last hook, before the deferred close of the sockets
-	return code
+	return err
+}
+
+// fail logs why Run ends and returns it wrapped in kind.
+func (s *Server) fail(kind, err error) error {
+	err = fmt.Errorf("%w: %w", kind, err)
+	s.log.Error(err.Error())
+	return err
 }
 
 // supervise sets up the supervisor for the mode and runs it.
-func (s *Server) supervise(g *generation) int {
+func (s *Server) supervise(g *generation) error {
 	o := g.opts.o
 	m := modePrefork
 	switch {
@@ -261,8 +353,7 @@ func (s *Server) supervise(g *generation) int {
 	}
 	sb, err := NewScoreboard(slots)
 	if err != nil {
-		s.log.Errorf("waiter: %v", err)
-		return ExitConfig
+		return s.fail(ErrConfig, err)
 	}
 	s.sb = sb
 	defer func() { s.sb = nil; sb.Close() }()
@@ -278,8 +369,7 @@ func (s *Server) supervise(g *generation) int {
 	default:
 		h, err := newProcHost(s, sb, ev)
 		if err != nil {
-			s.log.Errorf("waiter: %v", err)
-			return ExitConfig
+			return s.fail(ErrConfig, err)
 		}
 		defer h.close()
 		e.start, e.signal = h.start, h.signal
@@ -290,18 +380,21 @@ func (s *Server) supervise(g *generation) int {
 	if m == modeForking {
 		acc, err := startForkAcceptor(s.listenFds(), o.Timeout.D())
 		if err != nil {
-			s.log.Errorf("waiter: %v", err)
-			return ExitListen
+			return s.fail(ErrListen, err)
 		}
 		sv.acc = acc
 	}
 	return sv.run(ev)
 }
 
-// setCurrent records the options in force, for CurrentOptions.
-func (s *Server) setCurrent(o config.Options) {
+// setCurrent records the options and settings in force, for
+// CurrentOptions and CurrentSettings.
+func (s *Server) setCurrent(o config.Options, settings any) {
 	s.current.Store(&o)
 	s.ssl.Store(o.SSL)
+	if settings != nil {
+		s.settings.Store(&settingsBox{settings})
+	}
 }
 
 // CurrentOptions returns the options in force in this process: in the
@@ -337,6 +430,16 @@ func (s *Server) setupLog(debug bool) {
 	if l == nil {
 		l = newLogger(debug, s.Hooks)
 		s.Logger = l
+	} else if !s.logSetUp {
+		// A logger of the program's own still follows debug and feeds the
+		// Log/LogDebug hooks: one way to log, whichever way it was set.
+		if s.Hooks.Log != nil || s.Hooks.LogDebug != nil {
+			l.AddHook(&userLogHook{log: s.Hooks.Log, debug: s.Hooks.LogDebug})
+		}
+	}
+	s.logSetUp = true
+	if debug && l.Level < logrus.DebugLevel {
+		l.SetLevel(logrus.DebugLevel)
 	}
 	s.log = logrus.NewEntry(l)
 	if s.child {
@@ -346,20 +449,20 @@ func (s *Server) setupLog(debug bool) {
 }
 
 // openSockets takes the user's sockets, systemd's, or binds one, in that
-// order. A bind failure returns ExitListen with one clear error.
-func (s *Server) openSockets() (int, error) {
+// order. A bind failure is ErrListen, with one clear error.
+func (s *Server) openSockets() (error, error) {
 	all := s.Sockets
 	if all == nil {
 		var err error
 		all, err = activation.FromEnv()
 		if err != nil {
-			return ExitConfig, err
+			return ErrConfig, err
 		}
 	}
 	if len(all) > 0 {
 		picked, err := activation.Pick(all, s.SocketNames...)
 		if err != nil {
-			return ExitConfig, err
+			return ErrConfig, err
 		}
 		for _, sk := range all {
 			if !contains(picked, sk) {
@@ -370,13 +473,13 @@ func (s *Server) openSockets() (int, error) {
 	} else {
 		sk, err := activation.Bind(s.Options.Listen, s.Options.Port)
 		if err != nil {
-			return ExitListen, fmt.Errorf("cannot create the listen socket: %w", err)
+			return ErrListen, err
 		}
 		s.sockets = []*activation.Socket{sk}
 		s.bound = s.sockets
 	}
 	if err := activation.CheckNames(s.sockets); err != nil {
-		return ExitConfig, err
+		return ErrConfig, err
 	}
 	connected := 0
 	for _, sk := range s.sockets {
@@ -385,9 +488,9 @@ func (s *Server) openSockets() (int, error) {
 		}
 	}
 	if connected > 0 && len(s.sockets) != 1 {
-		return ExitConfig, fmt.Errorf("pool: %d connected sockets among %d: Accept=yes passes exactly one", connected, len(s.sockets))
+		return ErrConfig, fmt.Errorf("pool: %d connected sockets among %d: Accept=yes passes exactly one", connected, len(s.sockets))
 	}
-	return ExitOK, nil
+	return nil, nil
 }
 
 func contains(l []*activation.Socket, s *activation.Socket) bool {

@@ -93,11 +93,12 @@ func (sv *supervisor) deadlines(now time.Time) {
 
 // abandon gives up an in-process worker whose hook did not return after its
 // client was closed: a goroutine cannot be killed, and a second worker must
-// not serve beside it, so the server stops and Run returns 1 (systemd's
+// not serve beside it, so the server stops and Run returns ErrStuck (systemd's
 // Restart= starts it again; its socket keeps the clients meanwhile).
 func (sv *supervisor) abandon(k *kid) {
 	sv.log.Errorf("waiter: the in-process worker did not return %s after its client was closed: stopping with status 1 so that the service restarts", quitGrace)
 	sv.remove(k)
-	sv.code = ExitConfig
+	sv.err = ErrStuck
+	sv.log.Error(ErrStuck.Error())
 	sv.stop("a stuck in-process worker")
 }

@@ -95,7 +95,7 @@ type supervisor struct {
 
 	stopping bool
 	deadline time.Time
-	code     int // what Run returns
+	err      error // what Run returns
 	// connectedStarted: Accept=yes started its one worker.
 	connectedStarted bool
 	acc              *forkAcceptor
@@ -158,8 +158,8 @@ func newEvents() *events {
 	}
 }
 
-// run is the loop. It returns what Run returns.
-func (sv *supervisor) run(ev *events) int {
+// run is the loop. It returns what Run returns: nil after a normal stop.
+func (sv *supervisor) run(ev *events) error {
 	signal.Notify(ev.sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(ev.sigs)
@@ -213,7 +213,7 @@ func (sv *supervisor) run(ev *events) int {
 		}
 	}
 	sv.log.Infof("waiter: stopped: %d clients served, %d failed", sv.served, sv.failed)
-	return sv.code
+	return sv.err
 }
 
 func (sv *supervisor) accepts(ev *events) <-chan acceptEv {

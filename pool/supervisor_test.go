@@ -8,6 +8,7 @@ package pool
 // checked after every event.
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -78,7 +79,7 @@ func newFakeWorld(t testing.TB, seed uint64, o config.Options) *fakeWorld {
 	l.Out = io.Discard
 	l.Level = logrus.DebugLevel
 	l.AddHook(errorHook{w})
-	w.s = &Server{Options: o, Hooks: hooks.Set{OnProcess: func(net.Conn) error { return nil }}, Logger: l}
+	w.s = &Server{Options: o, Hooks: hooks.Set{OnProcess: func(context.Context, net.Conn) error { return nil }}, Logger: l}
 	w.s.setupLog(false)
 	w.s.Reload = func() (config.Options, error) {
 		w.reloadN++
@@ -102,7 +103,7 @@ func newFakeWorld(t testing.TB, seed uint64, o config.Options) *fakeWorld {
 	}
 	t.Cleanup(func() { sb.Close() })
 	w.s.sb = sb
-	snap, _, err := w.s.snapshot(o)
+	snap, _, err := w.s.snapshot(o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,6 +110,7 @@ func (sv *supervisor) spawnDone(r spawnRes) {
 // ready records a kid's ready report.
 func (sv *supervisor) ready(k *kid) {
 	k.reported = true
+	sv.sb.clearStartFailure() // the next failure is news again
 	switch k.state {
 	case kStarting:
 		k.state = kReady
@@ -166,9 +167,13 @@ func (sv *supervisor) reaped(e exitEv) {
 	sv.failed += sl.Failed()
 	clean := e.ws.Exited() && e.ws.ExitStatus() == 0
 	fields := logrus.Fields{"WORKER_PID": e.pid}
+	startFailed := e.ws.Exited() && e.ws.ExitStatus() == exitStartFailed && !k.reported
 	switch {
 	case clean:
 		sv.log.WithFields(fields).Debugf("waiter: %s pid %d exited", k.kind, e.pid)
+	case startFailed:
+		// The worker logged why (once a run of failures).
+		sv.log.WithFields(fields).Debugf("waiter: %s pid %d: on_child_start failed", k.kind, e.pid)
 	case !k.quitAt.IsZero():
 		sv.log.WithFields(fields).Warnf("waiter: %s pid %d stopped after request_timeout: %s", k.kind, e.pid, describeStatus(e.ws))
 	case !k.killedAt.IsZero():

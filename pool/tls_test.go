@@ -6,6 +6,7 @@ package pool_test
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -287,7 +288,7 @@ func TestTLSHookArgumentInProcess(t *testing.T) {
 	srv = pool.New(o, hooks.Set{
 		OnListenOK: func() { addrs <- srv.Listeners()[0].Addr.String() },
 		OnSSLError: func(err error) { sslErrs <- err },
-		OnProcess: func(c net.Conn) error {
+		OnProcess: func(_ context.Context, c net.Conn) error {
 			seen <- fmt.Sprintf("ssl=%v subject=%s", srv.SSLInUse(), srv.PeerCertificateSubject())
 			_, err := io.WriteString(c, "ok\n")
 			return err
@@ -297,7 +298,7 @@ func TestTLSHookArgumentInProcess(t *testing.T) {
 	srv.Logger = logrus.New()
 	srv.Logger.Out = &logBuf
 	srv.Logger.Formatter = &logrus.TextFormatter{DisableColors: true}
-	done := make(chan int, 1)
+	done := make(chan error, 1)
 	go func() { done <- srv.Run() }()
 	defer func() {
 		srv.BreakMainLoop()
@@ -310,8 +311,8 @@ func TestTLSHookArgumentInProcess(t *testing.T) {
 	var addr string
 	select {
 	case addr = <-addrs:
-	case code := <-done:
-		t.Fatalf("Run returned %d:\n%s", code, logBuf.String())
+	case err := <-done:
+		t.Fatalf("Run returned %v:\n%s", err, logBuf.String())
 	case <-time.After(10 * time.Second):
 		t.Fatal("the in-process server did not listen")
 	}

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -34,6 +35,8 @@ type worker struct {
 	inproc bool
 
 	stop atomic.Bool
+	ctx  *stopCtx                 // cancelled by stopNow: each client's context's parent
+	cctx context.Context          // ctx with the server, for OnProcess
 	acc  atomic.Pointer[acceptor] // set while accepting, so stopNow can wake it
 	conn atomic.Pointer[connBox]  // the client being served, for a forced end
 	sigs chan syscall.Signal      // HUP, USR1, USR2: the on_child_sig_* hooks
@@ -50,18 +53,23 @@ const (
 
 func evWord(kind byte, slot int) uint32 { return uint32(kind)<<24 | uint32(slot)&0xffffff }
 
-func newWorker(s *Server, o config.Options, cfg *tls.Config, log *logrus.Entry, sb *Scoreboard, slot Slot) *worker {
-	return &worker{
+func newWorker(s *Server, o config.Options, cfg *tls.Config, log *logrus.Entry, sb *Scoreboard, slot Slot, settings any) *worker {
+	w := &worker{
 		s: s, o: o, tls: cfg, log: log, sb: sb, slot: slot,
+		ctx:  newStopCtx(),
 		sigs: make(chan syscall.Signal, 8),
 		warn: newWarnLimit(time.Second, time.Now),
 	}
+	w.cctx = context.WithValue(context.WithValue(w.ctx, serverKey{}, s), settingsKey{}, settings)
+	return w
 }
 
 // stopNow asks the worker to finish its client and end: safe from any
 // goroutine, idempotent. An idle worker's wait ends at once.
 func (w *worker) stopNow() {
 	w.stop.Store(true)
+	// The master kills a retiring worker graceful_timeout after it told it.
+	w.ctx.stop(time.Now().Add(w.o.GracefulTimeout.D()))
 	if a := w.acc.Load(); a != nil {
 		a.wake()
 	}
@@ -112,8 +120,27 @@ func (w *worker) signalLoop(done <-chan struct{}) {
 
 // childStart and childExit run on_child_start and on_child_exit: the one
 // call site of each, for worker processes and the in-process worker alike.
-func (s *Server) childStart() { s.hk.ChildStart() }
-func (s *Server) childExit()  { s.hk.ChildExit() }
+// A failed on_child_start is logged by the first worker of a run of
+// failures only (a flag in the scoreboard, which the master clears when a
+// worker becomes ready), so that a broken set-up gives one line, not one a
+// worker; the master backs off between starts meanwhile.
+func (w *worker) childStart() error {
+	err := w.s.hk.ChildStart()
+	if err == nil {
+		return nil
+	}
+	if w.sb.claimStartFailure() {
+		w.log.WithField("HOOK", "on_child_start").Errorf("waiter: on_child_start failed: %v (workers are retried with a back-off; this is logged once until one starts)", err)
+	} else {
+		w.log.WithField("HOOK", "on_child_start").Debugf("waiter: on_child_start failed: %v", err)
+	}
+	return err
+}
+
+func (s *Server) childExit() { s.hk.ChildExit() }
+
+// exitStartFailed is a worker's exit status when on_child_start failed.
+const exitStartFailed = 3
 
 // retireAfter staggers max_requests by up to 10% per worker, so that workers
 // started together do not all retire together (gunicorn's jitter).

@@ -28,12 +28,18 @@ func (s *Server) runWorker() {
 	s.master = wi.master
 	nameProcess()
 	s.setupLog(wi.opts.Debug)
-	s.setCurrent(wi.opts)
-	if s.Carry != nil && wi.carry != "" {
+	var settings any
+	switch {
+	case s.Decode != nil && wi.carry != "":
+		if settings, err = s.Decode([]byte(wi.carry)); err != nil {
+			s.exitWorker(nil, ExitConfig, fmt.Sprintf("%s: %v", envCarry, err))
+		}
+	case s.Carry != nil && wi.carry != "":
 		if err := json.Unmarshal([]byte(wi.carry), s.Carry); err != nil {
 			s.exitWorker(nil, ExitConfig, fmt.Sprintf("%s: %v", envCarry, err))
 		}
 	}
+	s.setCurrent(wi.opts, settings)
 	// The inherited fds must not leak into programs a hook may start.
 	for fd := fdScoreboard; fd < fdFirst+max(1, len(wi.names)); fd++ {
 		unix.CloseOnExec(fd)
@@ -54,7 +60,7 @@ func (s *Server) runWorker() {
 	if err != nil {
 		s.exitWorker(nil, ExitConfig, err.Error())
 	}
-	w := newWorker(s, wi.opts, cfg, s.log, sb, slot)
+	w := newWorker(s, wi.opts, cfg, s.log, sb, slot, settings)
 	w.report = func(ev byte) {
 		var b [4]byte
 		binary.LittleEndian.PutUint32(b[:], evWord(ev, wi.slot))
@@ -74,7 +80,10 @@ func (s *Server) runWorker() {
 		}
 	}()
 	go w.signalLoop(nil)
-	s.childStart()
+	if err := w.childStart(); err != nil {
+		w.slot.Exiting()
+		os.Exit(exitStartFailed)
+	}
 	switch wi.role {
 	case roleWorker:
 		runtime.LockOSThread() // the acceptor waits in epoll_wait on this thread

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -28,10 +29,10 @@ func main() {
 		}
 	}
 	srv := waiter.New(opts, waiter.Hooks{
-		OnProcess: func(c net.Conn) error {
+		OnProcess: func(_ context.Context, c net.Conn) error {
 			_, err := io.WriteString(c, "myd\n")
 			return err
 		},
 	})
-	os.Exit(srv.Run())
+	os.Exit(waiter.ExitCode(srv.Run()))
 }
