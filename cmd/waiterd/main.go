@@ -9,16 +9,14 @@ package main
 
 import (
 	"bufio"
-	"errors"
-	"flag"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"sync"
+	"time"
 
 	"github.com/waiter-go/waiter"
-	"github.com/waiter-go/waiter/config"
 )
 
 // version is set by the build (-ldflags -X main.version=...).
@@ -34,103 +32,48 @@ type demo struct {
 	FaultWedgeOnUSR2 bool `yaml:"fault_wedge_on_usr2"`
 }
 
-func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+var app = &waiter.App[demo]{
+	Name: "waiterd",
+	Hooks: waiter.Hooks{
+		OnProcess: func(ctx context.Context, c net.Conn) error {
+			return greet(ctx, c, waiter.Settings[demo](ctx).Echo)
+		},
+		OnSigUSR2: func() {
+			if waiter.Settings[demo](nil).FaultWedgeOnUSR2 {
+				fmt.Fprintln(os.Stderr, "waiterd: fault_wedge_on_usr2: wedging the master's loop forever")
+				select {}
+			}
+		},
+	},
 }
 
-func run(args []string, stderr io.Writer) int {
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "units" {
-		return unitsMain(args[1:], os.Stdout, stderr)
+		return unitsMain(args[1:], stdout, stderr)
 	}
-	fs := flag.NewFlagSet("waiterd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "YAML file of options (keys as the flags, with _ for -)")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	flags := config.NewFlags(fs, &config.Options{}, &demo{})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return waiter.ExitConfig
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "waiterd: unexpected argument %q\n", fs.Arg(0))
-		return waiter.ExitConfig
-	}
-	if *showVersion {
-		fmt.Fprintln(os.Stdout, "waiterd", version)
+	if len(args) == 1 && (args[0] == "-version" || args[0] == "--version") {
+		fmt.Fprintln(stdout, "waiterd", version)
 		return 0
 	}
-	// d is written by Reload, in the master's supervisor loop, and read by
-	// the hooks: in nofork the worker is a goroutine of the master, so the
-	// two run side by side and d is guarded.
-	var d demo
-	var mu sync.RWMutex
-	settings := func() demo { mu.RLock(); defer mu.RUnlock(); return d }
-	h := waiter.Hooks{OnProcess: func(c net.Conn) error { return greet(c, settings().Echo) }}
-	h.OnSigUSR2 = func() {
-		if settings().FaultWedgeOnUSR2 {
-			fmt.Fprintln(stderr, "waiterd: fault_wedge_on_usr2: wedging the master's loop forever")
-			select {}
-		}
-	}
-	if waiter.IsWorker() {
-		// A worker takes its options and settings from the master (Carry),
-		// not from the file, which may have changed or broken since the
-		// last reload.
-		srv := waiter.New(config.Default(), h)
-		srv.Carry = &d
-		return srv.Run()
-	}
-	load := func() (config.Options, demo, error) {
-		o, dd := config.Default(), demo{}
-		if *cfgPath != "" {
-			lines, err := config.LoadFile(*cfgPath, &o, &dd)
-			if err != nil {
-				return o, dd, err
-			}
-			if err := flags.Apply(&o, &dd); err != nil {
-				return o, dd, err
-			}
-			// Validate here, where the lines are known, so the message names
-			// the file and line of a bad value.
-			probe := o
-			probe.Normalize()
-			if err := probe.Validate(); err != nil {
-				return o, dd, config.Locate(err, *cfgPath, lines)
-			}
-			return o, dd, nil
-		}
-		return o, dd, flags.Apply(&o, &dd)
-	}
-	o, dd, err := load()
-	if err != nil {
-		fmt.Fprintf(stderr, "waiterd: %v\n", err)
-		return waiter.ExitConfig
-	}
-	d = dd
-	srv := waiter.New(o, h)
-	srv.Carry = &d
-	srv.Reload = func() (config.Options, error) {
-		o, dd, err := load()
-		if err == nil {
-			mu.Lock()
-			d = dd // carried to the next generation of workers
-			mu.Unlock()
-		}
-		return o, err
-	}
-	return srv.Run()
+	return app.Run(args, stdout, stderr)
 }
 
-// greet is waiterd's on_process.
-func greet(c net.Conn, echo bool) error {
+// greet is waiterd's on_process: a greeting, then with echo each line back
+// until the client closes its side. When the worker is told to stop (ctx),
+// an echo session says goodbye and ends instead of holding the stop up.
+func greet(ctx context.Context, c net.Conn, echo bool) error {
 	if _, err := io.WriteString(c, "hello world\n"); err != nil {
 		return err
 	}
 	if !echo {
 		return nil
 	}
+	// A read blocked on an idle client ends when the stop comes.
+	defer context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })()
 	r := bufio.NewReader(c)
 	for {
 		line, err := r.ReadString('\n')
@@ -138,6 +81,10 @@ func greet(c net.Conn, echo bool) error {
 			if _, werr := io.WriteString(c, line); werr != nil {
 				return werr
 			}
+		}
+		if ctx.Err() != nil {
+			_, err := io.WriteString(c, "goodbye: the server is stopping\n")
+			return err
 		}
 		if err == io.EOF {
 			return nil

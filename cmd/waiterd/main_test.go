@@ -140,17 +140,18 @@ func TestBadConfigIsRefusedBeforeStart(t *testing.T) {
 			p := filepath.Join(dir, "bad.yaml")
 			os.WriteFile(p, []byte(tc.yaml), 0o600)
 			var stderr bytes.Buffer
-			code := run(append([]string{"-config", p}, tc.args...), &stderr)
-			if code != 1 || !strings.Contains(stderr.String(), tc.want) {
+			code := run(append([]string{"-config", p}, tc.args...), io.Discard, &stderr)
+			// The error is a log line (level=error): its quotes are escaped.
+			if code != 1 || !strings.Contains(strings.ReplaceAll(stderr.String(), `\"`, `"`), tc.want) {
 				t.Fatalf("want exit 1 and %q, have %d %q", tc.want, code, stderr.String())
 			}
 		})
 	}
 	var stderr bytes.Buffer
-	if code := run([]string{"-config", filepath.Join(dir, "none.yaml")}, &stderr); code != 1 || !strings.Contains(stderr.String(), "none.yaml") {
+	if code := run([]string{"-config", filepath.Join(dir, "none.yaml")}, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "none.yaml") {
 		t.Fatalf("missing file: %d %q", code, stderr.String())
 	}
-	if code := run([]string{"-config", dir}, &stderr); code != 1 || !strings.Contains(stderr.String(), dir) {
+	if code := run([]string{"-config", dir}, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), dir) {
 		t.Fatalf("a directory as the file: %d %q", code, stderr.String())
 	}
 }
