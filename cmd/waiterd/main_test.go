@@ -316,3 +316,48 @@ func TestReloadUnderLoadNoRace(t *testing.T) {
 		})
 	}
 }
+
+// TestStopWithIdleEchoClient: a stop with an idle -echo client connected
+// ends within a second, not at graceful_timeout: the stop reaches the hook
+// through its context, and the client gets a goodbye, then EOF.
+func TestStopWithIdleEchoClient(t *testing.T) {
+	bin := build(t)
+	for _, mode := range []string{"-prefork=2", "-nofork", "-prefork=0"} {
+		t.Run(mode, func(t *testing.T) {
+			addr := freeAddr(t)
+			d := startWaiterd(t, bin, "-echo", mode, "-graceful-timeout", "20", "-listen", addr)
+			var c net.Conn
+			var err error
+			for i := 0; i < 250; i++ {
+				if c, err = net.Dial("tcp", addr); err == nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			r := bufio.NewReader(c)
+			if l, _ := r.ReadString('\n'); l != "hello world\n" {
+				t.Fatalf("greeting: %q", l)
+			}
+			t0 := time.Now()
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			rest, err := io.ReadAll(r)
+			took := time.Since(t0)
+			if err != nil || string(rest) != "goodbye: the server is stopping\n" {
+				t.Fatalf("after the stop the idle client got %q, %v", rest, err)
+			}
+			if err := d.wait(t, 10*time.Second); err != nil {
+				t.Fatalf("exit: %v", err)
+			}
+			total := time.Since(t0)
+			t.Logf("%s: goodbye after %s, exit after %s (graceful_timeout 20s)", mode, took.Round(time.Millisecond), total.Round(time.Millisecond))
+			if total > 2*time.Second {
+				t.Fatalf("the stop took %s with an idle client", total)
+			}
+		})
+	}
+}
