@@ -2,6 +2,7 @@ package waiter
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -59,6 +60,9 @@ type App[S any] struct {
 	Check func(*S) error
 	// Hooks are the server's hooks; OnProcess is required.
 	Hooks Hooks
+	// TLSConfig, when set, serves TLS with it instead of the ssl_* files
+	// (see Server.TLSConfig): main builds it in every process.
+	TLSConfig *tls.Config
 	// Logger, when nil, is NewLogger's: text on stderr, or journald's
 	// native entries under systemd.
 	Logger *logrus.Logger
@@ -163,6 +167,7 @@ func (a *App[S]) load(path string, flags *config.Flags) (Options, S, error) {
 func (a *App[S]) server(log *logrus.Logger, load func() (Options, S, error)) *Server {
 	srv := pool.New(a.defaults(), a.Hooks)
 	srv.Logger = log
+	srv.TLSConfig = a.TLSConfig
 	srv.Decode = func(b []byte) (any, error) {
 		var s S
 		if err := json.Unmarshal(b, &s); err != nil {

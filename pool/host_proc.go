@@ -124,7 +124,7 @@ func (h *procHost) start(k *kid) {
 		closeAfter = append(closeAfter, k.clientFd)
 		k.clientFd = -1 // the spawner closes it after the fork
 	}
-	if g.o.SSL {
+	if g.o.SSL && g.tlsPEM != nil {
 		// The files as the master last checked them, not as they are now: a
 		// rotation is the master's to check, on HUP.
 		fd, err := tlsMemfd(g.tlsPEM)

@@ -5,6 +5,7 @@ package pool_test
 // tests do. TestMain sees WAITERTEST_SCENARIO and becomes the server.
 
 import (
+	"crypto/tls"
 	"bufio"
 	"context"
 	"encoding/json"
@@ -274,6 +275,15 @@ func scenarioServer() *pool.Server {
 		return nil
 	}
 	srv = pool.New(opts, h)
+	if files := os.Getenv("WAITERTEST_GETCERT"); files != "" {
+		// A program's own TLS: a certificate read at each handshake, so a
+		// rotation needs no reload.
+		cert, key, _ := strings.Cut(files, ":")
+		srv.TLSConfig = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, err := tls.LoadX509KeyPair(cert, key)
+			return &c, err
+		}}
+	}
 	if path := os.Getenv(envReload); path != "" {
 		srv.Reload = func() (config.Options, error) {
 			var o config.Options

@@ -47,6 +47,10 @@ func (s *Server) snapshot(o config.Options, settings any) (optionsSnapshot, []st
 		}
 		snap.carry = string(c)
 	}
+	if s.TLSConfig != nil {
+		snap.tls = s.TLSConfig
+		return snap, nil, nil
+	}
 	cfg, pem, warns, err := masterTLS(o)
 	if err != nil {
 		return snap, nil, err

@@ -83,6 +83,14 @@ type Server struct {
 	// see the master's settings as of the last reload, whatever their own
 	// main read from a file that may have changed since.
 	Carry any
+	// TLSConfig, when set, serves TLS on every listener with this config
+	// instead of the ssl_* files: a GetCertificate of the program's own, a
+	// certificate manager, client CAs from anywhere. Every process builds
+	// it (main runs again in each worker), so set it before Run in all of
+	// them; rotation is then the config's business (GetCertificate is
+	// asked at each handshake), not a reload's. Setting it with
+	// ssl_cert_file is refused.
+	TLSConfig *tls.Config
 	// Load, when set, reads the options and the program's own settings
 	// together (any JSON-encodable value), in the master only: at start,
 	// where it replaces Options, and on each reload, where its error
@@ -146,7 +154,7 @@ func (s *Server) onBreak(f func()) {
 }
 
 // SSLInUse reports whether clients are served over TLS.
-func (s *Server) SSLInUse() bool { return s.ssl.Load() }
+func (s *Server) SSLInUse() bool { return s.TLSConfig != nil || s.ssl.Load() }
 
 // IsChild reports whether this process is a worker (Net::Waiter's
 // is_child): the same answer as IsWorker, in every hook. nofork has no
@@ -286,6 +294,9 @@ func (s *Server) Run() error {
 	}
 	if s.Hooks.OnProcess == nil {
 		return s.fail(ErrConfig, hooks.ErrNoProcess)
+	}
+	if s.TLSConfig != nil && (s.Options.SSLCertFile != "" || s.Options.SSLKeyFile != "") {
+		return s.fail(ErrConfig, errors.New("pool: Server.TLSConfig is set, and so are ssl_cert_file or ssl_key_file: choose one"))
 	}
 	var settings any
 	if s.Load != nil {

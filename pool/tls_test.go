@@ -758,3 +758,25 @@ func TestTLSStartChecks(t *testing.T) {
 		}
 	})
 }
+
+// TestTLSConfigOfTheProgram: Server.TLSConfig with a GetCertificate of the
+// program's own serves TLS in every mode, and a rotated certificate is
+// served at the next handshake without a reload.
+func TestTLSConfigOfTheProgram(t *testing.T) {
+	for _, mode := range tlsModes {
+		t.Run(mode, func(t *testing.T) {
+			pk := newTLSPKI(t)
+			o := pk.opts(mode, nil)
+			o.SSL, o.SSLCertFile, o.SSLKeyFile = false, "", ""
+			p := start(t, o, "WAITERTEST_GETCERT="+pk.cert+":"+pk.key)
+			cfg := pk.clientConfig(nil)
+			if have, st := mustTLSTalk(t, p.addr, "subject", cfg); serverCN(st) != "server-1" || !strings.HasPrefix(have, "tls=true") {
+				t.Fatalf("want server-1 and SSLInUse, have %q from %q", have, serverCN(st))
+			}
+			pk.writeServer("server-2")
+			if _, st := mustTLSTalk(t, p.addr, "hello", cfg); serverCN(st) != "server-2" {
+				t.Fatalf("after the rotation, no reload: want server-2, have %q", serverCN(st))
+			}
+		})
+	}
+}

@@ -52,13 +52,15 @@ func (s *Server) runWorker() {
 	s.sb = sb
 	slot := sb.Slot(wi.slot)
 	slot.SetPID(os.Getpid())
-	p, err := readTLSFd(wi.tlsFd, wi.opts.SSL)
-	if err != nil {
-		s.exitWorker(nil, ExitConfig, err.Error())
-	}
-	cfg, err := tlsFromPEM(wi.opts, p)
-	if err != nil {
-		s.exitWorker(nil, ExitConfig, err.Error())
+	cfg := s.TLSConfig // the program's own, built by this process's main
+	if cfg == nil {
+		p, err := readTLSFd(wi.tlsFd, wi.opts.SSL)
+		if err != nil {
+			s.exitWorker(nil, ExitConfig, err.Error())
+		}
+		if cfg, err = tlsFromPEM(wi.opts, p); err != nil {
+			s.exitWorker(nil, ExitConfig, err.Error())
+		}
 	}
 	w := newWorker(s, wi.opts, cfg, s.log, sb, slot, settings)
 	w.report = func(ev byte) {
