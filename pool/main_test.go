@@ -5,9 +5,9 @@ package pool_test
 // tests do. TestMain sees WAITERTEST_SCENARIO and becomes the server.
 
 import (
-	"crypto/tls"
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
