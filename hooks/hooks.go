@@ -1,7 +1,7 @@
 // Package hooks is the set of functions a waiter user registers, one per
 // event of Net::Waiter's life cycle, and the one place that calls them.
 //
-// A user fills a Set; the server wraps it in a Runner. Every field of Set is
+// A user fills a Set; the server wraps it in an internal/hookrun.Runner. Every field of Set is
 // called by exactly one Runner method, and every Runner method is called from
 // exactly one place in package pool (a test checks both), so the call site of
 // any hook is found with one search for its Runner method.

@@ -29,9 +29,9 @@ import (
 // maxfork, the spares and two more (as master.setup sizes it).
 const benchSlots = 2*32 + 2 + 2
 
-func newBenchScoreboard(b *testing.B, slots int) *Scoreboard {
+func newBenchScoreboard(b *testing.B, slots int) *scoreboard {
 	b.Helper()
-	sb, err := NewScoreboard(slots)
+	sb, err := newScoreboard(slots)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func benchServer(b *testing.B) *Server {
 }
 
 // benchWorker is the serving side of benchServer on slot 0 of sb.
-func benchWorker(b *testing.B, sb *Scoreboard) *worker {
+func benchWorker(b *testing.B, sb *scoreboard) *worker {
 	s := benchServer(b)
 	s.sb = sb
 	return newWorker(s, s.Options, nil, s.log, sb, sb.Slot(0), nil)

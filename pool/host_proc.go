@@ -17,7 +17,7 @@ import (
 // that have worker processes.
 type procHost struct {
 	s       *Server
-	sb      *Scoreboard
+	sb      *scoreboard
 	sp      *spawner
 	ev      *events
 	baseEnv []string
@@ -30,7 +30,7 @@ type procHost struct {
 
 var errSpawnerFull = errors.New("pool: the spawner's queue is full (a supervisor bug: room() bounds it)")
 
-func newProcHost(s *Server, sb *Scoreboard, ev *events) (*procHost, error) {
+func newProcHost(s *Server, sb *scoreboard, ev *events) (*procHost, error) {
 	h := &procHost{s: s, sb: sb, ev: ev}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {

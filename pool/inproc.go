@@ -17,7 +17,7 @@ import (
 // timeouts as every other mode, from the same supervisor.
 type inprocHost struct {
 	s  *Server
-	sb *Scoreboard
+	sb *scoreboard
 	ev *events
 	// connected is Accept=yes's one client socket; -1 in nofork.
 	connected int

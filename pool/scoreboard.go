@@ -58,8 +58,10 @@ const (
 
 var stateNames = [...]string{"free", "starting", "idle", "busy", "exiting"}
 
-// Scoreboard is the shared region.
-type Scoreboard struct {
+// scoreboard is the shared region. It is the pool's private contract between
+// its own processes (one binary, one layout version): unexported, so that
+// no program depends on its layout; SlotInfo is its public snapshot.
+type scoreboard struct {
 	fd  int
 	mem []byte
 	n   int
@@ -67,8 +69,8 @@ type Scoreboard struct {
 
 func sbSize(slots int) int { return sbHeader + slots*slotSize }
 
-// NewScoreboard creates a scoreboard for slots workers (master side).
-func NewScoreboard(slots int) (*Scoreboard, error) {
+// newScoreboard creates a scoreboard for slots workers (master side).
+func newScoreboard(slots int) (*scoreboard, error) {
 	fd, err := unix.MemfdCreate("waiter-scoreboard", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("pool: scoreboard memfd: %w", err)
@@ -95,9 +97,9 @@ func NewScoreboard(slots int) (*Scoreboard, error) {
 	return sb, nil
 }
 
-// OpenScoreboard maps a scoreboard inherited as fd (worker side) and checks
+// openScoreboard maps a scoreboard inherited as fd (worker side) and checks
 // that it is one of ours, of this layout.
-func OpenScoreboard(fd int) (*Scoreboard, error) {
+func openScoreboard(fd int) (*scoreboard, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("pool: scoreboard fd %d: %w", fd, err)
@@ -117,16 +119,16 @@ func OpenScoreboard(fd int) (*Scoreboard, error) {
 	return sb, nil
 }
 
-func mapScoreboard(fd, slots int) (*Scoreboard, error) {
+func mapScoreboard(fd, slots int) (*scoreboard, error) {
 	mem, err := unix.Mmap(fd, 0, sbSize(slots), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("pool: scoreboard mmap: %w", err)
 	}
-	return &Scoreboard{fd: fd, mem: mem, n: slots}, nil
+	return &scoreboard{fd: fd, mem: mem, n: slots}, nil
 }
 
 // Close unmaps the region and closes the memfd.
-func (sb *Scoreboard) Close() error {
+func (sb *scoreboard) Close() error {
 	if sb == nil || sb.mem == nil {
 		return nil
 	}
@@ -137,53 +139,53 @@ func (sb *Scoreboard) Close() error {
 }
 
 // Fd is the memfd, for passing to workers.
-func (sb *Scoreboard) Fd() int { return sb.fd }
+func (sb *scoreboard) Fd() int { return sb.fd }
 
 // Slots is the number of slots.
-func (sb *Scoreboard) Slots() int { return sb.n }
+func (sb *scoreboard) Slots() int { return sb.n }
 
-func (sb *Scoreboard) u32(off int) *atomic.Uint32 {
+func (sb *scoreboard) u32(off int) *atomic.Uint32 {
 	return (*atomic.Uint32)(unsafe.Pointer(&sb.mem[off]))
 }
-func (sb *Scoreboard) i32(off int) *atomic.Int32 {
+func (sb *scoreboard) i32(off int) *atomic.Int32 {
 	return (*atomic.Int32)(unsafe.Pointer(&sb.mem[off]))
 }
-func (sb *Scoreboard) u64(off int) *atomic.Uint64 {
+func (sb *scoreboard) u64(off int) *atomic.Uint64 {
 	return (*atomic.Uint64)(unsafe.Pointer(&sb.mem[off]))
 }
-func (sb *Scoreboard) i64(off int) *atomic.Int64 {
+func (sb *scoreboard) i64(off int) *atomic.Int64 {
 	return (*atomic.Int64)(unsafe.Pointer(&sb.mem[off]))
 }
 
-// Slot is one worker's line of the scoreboard.
-type Slot struct {
-	sb  *Scoreboard
+// sbSlot is one worker's line of the scoreboard.
+type sbSlot struct {
+	sb  *scoreboard
 	off int
 	idx int
 }
 
 // Slot returns slot i.
-func (sb *Scoreboard) Slot(i int) Slot { return Slot{sb: sb, off: sbHeader + i*slotSize, idx: i} }
+func (sb *scoreboard) Slot(i int) sbSlot { return sbSlot{sb: sb, off: sbHeader + i*slotSize, idx: i} }
 
 // Index is the slot's number.
-func (s Slot) Index() int { return s.idx }
+func (s sbSlot) Index() int { return s.idx }
 
-func (s Slot) PID() int          { return int(s.sb.i32(s.off + slotPID).Load()) }
-func (s Slot) State() uint32     { return s.sb.u32(s.off + slotState).Load() }
-func (s Slot) Gen() int          { return int(s.sb.u32(s.off + slotGen).Load()) }
-func (s Slot) Served() uint64    { return s.sb.u64(s.off + slotServed).Load() }
-func (s Slot) Failed() uint64    { return s.sb.u64(s.off + slotFailed).Load() }
-func (s Slot) Heartbeat() int64  { return s.sb.i64(s.off + slotBeat).Load() }
-func (s Slot) IdleSince() int64  { return s.sb.i64(s.off + slotIdleSince).Load() }
-func (s Slot) Started() int64    { return s.sb.i64(s.off + slotStarted).Load() }
-func (s Slot) BusySince() int64  { return s.sb.i64(s.off + slotBusy).Load() }
-func (s Slot) SetPID(pid int)    { s.sb.i32(s.off + slotPID).Store(int32(pid)) }
-func (s Slot) AddFailed()        { s.sb.u64(s.off + slotFailed).Add(1) }
-func (s Slot) setState(v uint32) { s.sb.u32(s.off + slotState).Store(v) }
+func (s sbSlot) PID() int          { return int(s.sb.i32(s.off + slotPID).Load()) }
+func (s sbSlot) State() uint32     { return s.sb.u32(s.off + slotState).Load() }
+func (s sbSlot) Gen() int          { return int(s.sb.u32(s.off + slotGen).Load()) }
+func (s sbSlot) Served() uint64    { return s.sb.u64(s.off + slotServed).Load() }
+func (s sbSlot) Failed() uint64    { return s.sb.u64(s.off + slotFailed).Load() }
+func (s sbSlot) Heartbeat() int64  { return s.sb.i64(s.off + slotBeat).Load() }
+func (s sbSlot) IdleSince() int64  { return s.sb.i64(s.off + slotIdleSince).Load() }
+func (s sbSlot) Started() int64    { return s.sb.i64(s.off + slotStarted).Load() }
+func (s sbSlot) BusySince() int64  { return s.sb.i64(s.off + slotBusy).Load() }
+func (s sbSlot) SetPID(pid int)    { s.sb.i32(s.off + slotPID).Store(int32(pid)) }
+func (s sbSlot) AddFailed()        { s.sb.u64(s.off + slotFailed).Add(1) }
+func (s sbSlot) setState(v uint32) { s.sb.u32(s.off + slotState).Store(v) }
 
 // claim is the master's: it readies a free slot for a worker it is about to
 // start. The pid is filled in once known.
-func (s Slot) claim(gen int) {
+func (s sbSlot) claim(gen int) {
 	s.sb.i32(s.off + slotPID).Store(0)
 	s.sb.u32(s.off + slotGen).Store(uint32(gen))
 	s.sb.u64(s.off + slotServed).Store(0)
@@ -202,7 +204,7 @@ func (s Slot) claim(gen int) {
 
 // release is the master's, after the reap. A worker that died while idle
 // still counts in the header's idle counter: take it out.
-func (s Slot) release() {
+func (s sbSlot) release() {
 	if s.State() == stateIdle {
 		s.sb.i32(hdrIdle).Add(-1)
 	}
@@ -211,7 +213,7 @@ func (s Slot) release() {
 }
 
 // Idle is the worker's: it waits for a client.
-func (s Slot) Idle() {
+func (s sbSlot) Idle() {
 	now := monotonic()
 	s.sb.i64(s.off + slotBeat).Store(now)
 	s.sb.i64(s.off + slotIdleSince).Store(now)
@@ -221,7 +223,7 @@ func (s Slot) Idle() {
 
 // Busy is the worker's: it has a client. It returns true when this worker
 // was the last idle one and should ask the master for more.
-func (s Slot) Busy() (askGrow bool) {
+func (s sbSlot) Busy() (askGrow bool) {
 	now := monotonic()
 	s.sb.i64(s.off + slotBusy).Store(now)
 	s.sb.i64(s.off + slotBeat).Store(now)
@@ -239,7 +241,7 @@ func (s Slot) Busy() (askGrow bool) {
 }
 
 // Done is the worker's: the client is served.
-func (s Slot) Done(failed bool) {
+func (s sbSlot) Done(failed bool) {
 	s.sb.u64(s.off + slotServed).Add(1)
 	if failed {
 		s.sb.u64(s.off + slotFailed).Add(1)
@@ -252,7 +254,7 @@ func (s Slot) Done(failed bool) {
 // one: a reader may see a torn address for an instant, which the status
 // page tolerates; the port is written last and cleared first, so a reader
 // that sees a port sees an address at least as new.
-func (s Slot) setPeer(a netip.AddrPort) {
+func (s sbSlot) setPeer(a netip.AddrPort) {
 	if !a.IsValid() {
 		s.sb.u32(s.off + slotPeerPort).Store(0)
 		return
@@ -264,7 +266,7 @@ func (s Slot) setPeer(a netip.AddrPort) {
 }
 
 // Peer returns the current client's address, or an invalid one.
-func (s Slot) Peer() netip.AddrPort {
+func (s sbSlot) Peer() netip.AddrPort {
 	p := s.sb.u32(s.off + slotPeerPort).Load()
 	if p == 0 {
 		return netip.AddrPort{}
@@ -276,7 +278,7 @@ func (s Slot) Peer() netip.AddrPort {
 }
 
 // Exiting is the worker's: it will serve no more.
-func (s Slot) Exiting() {
+func (s sbSlot) Exiting() {
 	if s.State() == stateIdle {
 		s.sb.i32(hdrIdle).Add(-1)
 	}
@@ -284,14 +286,14 @@ func (s Slot) Exiting() {
 }
 
 // Wasted counts a wake-up that found no client to accept.
-func (s Slot) Wasted()             { s.sb.u64(s.off + slotWasted).Add(1) }
-func (s Slot) WastedCount() uint64 { return s.sb.u64(s.off + slotWasted).Load() }
+func (s sbSlot) Wasted()             { s.sb.u64(s.off + slotWasted).Add(1) }
+func (s sbSlot) WastedCount() uint64 { return s.sb.u64(s.off + slotWasted).Load() }
 
 // Beat is the worker's heartbeat while it waits.
-func (s Slot) Beat() { s.sb.i64(s.off + slotBeat).Store(monotonic()) }
+func (s sbSlot) Beat() { s.sb.i64(s.off + slotBeat).Store(monotonic()) }
 
 // Counts returns how many slots are busy and how many are in use.
-func (sb *Scoreboard) Counts() (busy, all int) {
+func (sb *scoreboard) Counts() (busy, all int) {
 	for i := 0; i < sb.n; i++ {
 		switch sb.u32(sbHeader + i*slotSize + slotState).Load() {
 		case stateFree:
@@ -306,7 +308,7 @@ func (sb *Scoreboard) Counts() (busy, all int) {
 }
 
 // PIDs returns the pids of the workers in use.
-func (sb *Scoreboard) PIDs() []int {
+func (sb *scoreboard) PIDs() []int {
 	var out []int
 	for i := 0; i < sb.n; i++ {
 		s := sb.Slot(i)
@@ -319,14 +321,14 @@ func (sb *Scoreboard) PIDs() []int {
 	return out
 }
 
-func (sb *Scoreboard) idleCount() int { return int(sb.i32(hdrIdle).Load()) }
+func (sb *scoreboard) idleCount() int { return int(sb.i32(hdrIdle).Load()) }
 
 // claimStartFailure is true for the first worker of a run of failures.
-func (sb *Scoreboard) claimStartFailure() bool { return sb.u32(hdrStartFail).CompareAndSwap(0, 1) }
-func (sb *Scoreboard) clearStartFailure()      { sb.u32(hdrStartFail).Store(0) }
+func (sb *scoreboard) claimStartFailure() bool { return sb.u32(hdrStartFail).CompareAndSwap(0, 1) }
+func (sb *scoreboard) clearStartFailure()      { sb.u32(hdrStartFail).Store(0) }
 
-func (sb *Scoreboard) takeWant() bool { return sb.u32(hdrWant).CompareAndSwap(1, 0) }
-func (sb *Scoreboard) setFull(full bool) {
+func (sb *scoreboard) takeWant() bool { return sb.u32(hdrWant).CompareAndSwap(1, 0) }
+func (sb *scoreboard) setFull(full bool) {
 	v := uint32(0)
 	if full {
 		v = 1
@@ -371,7 +373,7 @@ type SlotInfo struct {
 }
 
 // Snapshot returns the slots in use.
-func (sb *Scoreboard) Snapshot() []SlotInfo {
+func (sb *scoreboard) Snapshot() []SlotInfo {
 	var out []SlotInfo
 	for i := 0; i < sb.n; i++ {
 		s := sb.Slot(i)

@@ -15,6 +15,7 @@ import (
 	"github.com/waiter-go/waiter/activation"
 	"github.com/waiter-go/waiter/config"
 	"github.com/waiter-go/waiter/hooks"
+	"github.com/waiter-go/waiter/internal/hookrun"
 )
 
 // fdConn makes a net.Conn of a connected socket fd and closes fd. net.FileConn
@@ -112,7 +113,7 @@ func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 	if err == nil {
 		return true, false
 	}
-	var pe *hooks.PanicError
+	var pe *hookrun.PanicError
 	switch {
 	case errors.Is(err, hooks.ErrStopWorker):
 		w.log.Debug("waiter: on_process asked to stop after this client")

@@ -18,6 +18,7 @@ import (
 	"github.com/waiter-go/waiter/activation"
 	"github.com/waiter-go/waiter/config"
 	"github.com/waiter-go/waiter/hooks"
+	"github.com/waiter-go/waiter/internal/hookrun"
 )
 
 // Exit codes, as in Net::Waiter (0 and 100) plus one for bad options: what
@@ -101,13 +102,13 @@ type Server struct {
 	// Load returned, as the master encoded it). Required with Load.
 	Decode func([]byte) (any, error)
 
-	hk       *hooks.Runner
+	hk       *hookrun.Runner
 	log      *logrus.Entry
 	child    bool
 	sockets  []*activation.Socket
 	bound    []*activation.Socket // the sockets Run bound itself
 	logSetUp bool
-	sb       *Scoreboard
+	sb       *scoreboard
 	master   int
 	current  atomic.Pointer[config.Options]
 	settings atomic.Pointer[settingsBox]
@@ -362,7 +363,7 @@ func (s *Server) supervise(g *generation) error {
 	if m == modeNofork || m == modeConnected {
 		slots = 2 // one in-process worker; a second slot while a reload waits for it
 	}
-	sb, err := NewScoreboard(slots)
+	sb, err := newScoreboard(slots)
 	if err != nil {
 		return s.fail(ErrConfig, err)
 	}
@@ -456,7 +457,7 @@ func (s *Server) setupLog(debug bool) {
 	if s.child {
 		s.log = s.log.WithField("WORKER_PID", os.Getpid())
 	}
-	s.hk = hooks.NewRunner(s.Hooks, s.log)
+	s.hk = hookrun.NewRunner(s.Hooks, s.log)
 }
 
 // openSockets takes the user's sockets, systemd's, or binds one, in that

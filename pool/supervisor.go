@@ -70,7 +70,7 @@ type supervisor struct {
 	s     *Server
 	log   *logrus.Entry
 	env   env
-	sb    *Scoreboard
+	sb    *scoreboard
 	mode  mode
 	kids  map[int]*kid // by slot
 	free  []int        // free slots
@@ -113,7 +113,7 @@ type generation struct {
 	failures int // its workers that could not start or died young
 }
 
-func newSupervisor(s *Server, m mode, g *generation, e env, sb *Scoreboard) *supervisor {
+func newSupervisor(s *Server, m mode, g *generation, e env, sb *scoreboard) *supervisor {
 	sv := &supervisor{
 		s: s, log: s.log, env: e, sb: sb, mode: m,
 		kids: map[int]*kid{}, cur: g, nextGen: g.n + 1,

@@ -97,7 +97,7 @@ func newFakeWorld(t testing.TB, seed uint64, o config.Options) *fakeWorld {
 	case o.Prefork == 0:
 		m = modeForking
 	}
-	sb, err := NewScoreboard(slots)
+	sb, err := newScoreboard(slots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func (w *fakeWorld) mono() int64 { return w.mono0 + int64(w.now.Sub(w.start)) }
 
 // stamp overwrites a timestamp the fake worker wrote with the real clock by
 // the fake one.
-func (w *fakeWorld) stamp(sl Slot, field int) { sl.sb.i64(sl.off + field).Store(w.mono()) }
+func (w *fakeWorld) stamp(sl sbSlot, field int) { sl.sb.i64(sl.off + field).Store(w.mono()) }
 
 func (w *fakeWorld) startKid(k *kid) {
 	if len(w.pending) >= spawnInflight {

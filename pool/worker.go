@@ -27,8 +27,8 @@ type worker struct {
 	o    config.Options
 	tls  *tls.Config // nil: plain TCP
 	log  *logrus.Entry
-	sb   *Scoreboard
-	slot Slot
+	sb   *scoreboard
+	slot sbSlot
 	// report tells the supervisor evReady or evGrow.
 	report func(ev byte)
 	// inproc is true for the worker that runs inside the master.
@@ -53,7 +53,7 @@ const (
 
 func evWord(kind byte, slot int) uint32 { return uint32(kind)<<24 | uint32(slot)&0xffffff }
 
-func newWorker(s *Server, o config.Options, cfg *tls.Config, log *logrus.Entry, sb *Scoreboard, slot Slot, settings any) *worker {
+func newWorker(s *Server, o config.Options, cfg *tls.Config, log *logrus.Entry, sb *scoreboard, slot sbSlot, settings any) *worker {
 	w := &worker{
 		s: s, o: o, tls: cfg, log: log, sb: sb, slot: slot,
 		ctx:  newStopCtx(),

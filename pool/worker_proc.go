@@ -45,7 +45,7 @@ func (s *Server) runWorker() {
 		unix.CloseOnExec(fd)
 	}
 	go s.watchLifeline()
-	sb, err := OpenScoreboard(fdScoreboard)
+	sb, err := openScoreboard(fdScoreboard)
 	if err != nil {
 		s.exitWorker(nil, ExitConfig, err.Error())
 	}

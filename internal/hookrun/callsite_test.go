@@ -1,6 +1,7 @@
-package hooks
+package hookrun
 
 import (
+	"github.com/waiter-go/waiter/hooks"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -56,7 +57,7 @@ func TestEachHookHasOneCallSite(t *testing.T) {
 			})
 		}
 	}
-	st := reflect.TypeOf(Set{})
+	st := reflect.TypeOf(hooks.Set{})
 	for i := 0; i < st.NumField(); i++ {
 		name := st.Field(i).Name
 		if name == "Log" || name == "LogDebug" {
@@ -70,7 +71,7 @@ func TestEachHookHasOneCallSite(t *testing.T) {
 	// Runner method -> call sites in pool.
 	calls := map[string][]string{}
 	logCalls := 0
-	for _, f := range parse("../pool/*.go") {
+	for _, f := range parse("../../pool/*.go") {
 		ast.Inspect(f, func(n ast.Node) bool {
 			switch x := n.(type) {
 			case *ast.CallExpr:

@@ -1,9 +1,10 @@
-package hooks
+package hookrun
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/waiter-go/waiter/hooks"
 	"net"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ func TestRunnerRecoversPanics(t *testing.T) {
 	var buf bytes.Buffer
 	l := logrus.New()
 	l.Out = &buf
-	r := NewRunner(Set{
+	r := NewRunner(hooks.Set{
 		OnProcess:  func(context.Context, net.Conn) error { panic("boom") },
 		OnListenOK: func() { panic("early") },
 	}, l)
@@ -34,9 +35,9 @@ func TestRunnerRecoversPanics(t *testing.T) {
 }
 
 func TestRunnerUnsetHooks(t *testing.T) {
-	r := NewRunner(Set{}, logrus.New())
-	if err := r.Process(context.Background(), nil); !errors.Is(err, ErrNoProcess) {
-		t.Fatalf("an unset on_process: want ErrNoProcess, have %v", err)
+	r := NewRunner(hooks.Set{}, logrus.New())
+	if err := r.Process(context.Background(), nil); !errors.Is(err, hooks.ErrNoProcess) {
+		t.Fatalf("an unset on_process: want hooks.ErrNoProcess, have %v", err)
 	}
 	for name, f := range map[string]func() error{
 		"ListenOK": r.ListenOK, "ChildStart": r.ChildStart, "ServerClose": r.ServerClose,
@@ -51,7 +52,7 @@ func TestRunnerUnsetHooks(t *testing.T) {
 
 func TestProcessErrorPassesThrough(t *testing.T) {
 	want := errors.New("mine")
-	r := NewRunner(Set{OnProcess: func(context.Context, net.Conn) error { return want }}, logrus.New())
+	r := NewRunner(hooks.Set{OnProcess: func(context.Context, net.Conn) error { return want }}, logrus.New())
 	if err := r.Process(context.Background(), nil); err != want {
 		t.Fatalf("have %v", err)
 	}

@@ -1,8 +1,12 @@
-package hooks
+// Package hookrun calls a program's hooks (a hooks.Set): one method per
+// hook, each the one call site of its hook, each recovering a panic into a
+// *PanicError. Only package pool uses it.
+package hookrun
 
 import (
 	"context"
 	"fmt"
+	"github.com/waiter-go/waiter/hooks"
 	"net"
 	"runtime/debug"
 	"syscall"
@@ -23,12 +27,12 @@ func (e *PanicError) Error() string { return fmt.Sprintf("hook %s panicked: %v",
 // logs it once with the stack and the HOOK field, and returns it as a
 // *PanicError, so that one bad hook costs at most one client.
 type Runner struct {
-	set Set
+	set hooks.Set
 	log logrus.FieldLogger
 }
 
 // NewRunner wraps a Set; log receives panics.
-func NewRunner(s Set, log logrus.FieldLogger) *Runner { return &Runner{set: s, log: log} }
+func NewRunner(s hooks.Set, log logrus.FieldLogger) *Runner { return &Runner{set: s, log: log} }
 
 // guard is deferred by every method: it turns a panic into a *PanicError.
 func (r *Runner) guard(hook string, err *error) {
@@ -97,7 +101,7 @@ func (r *Runner) ForkOK(pid int) (err error) {
 // Process runs on_process; its own error is returned as it is.
 func (r *Runner) Process(ctx context.Context, c net.Conn) (err error) {
 	if r.set.OnProcess == nil {
-		return ErrNoProcess
+		return hooks.ErrNoProcess
 	}
 	defer r.guard("on_process", &err)
 	return r.set.OnProcess(ctx, c)
