@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -167,7 +168,7 @@ func Load(name string, data []byte, targets ...any) (Lines, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, &Error{File: name, Line: yamlLine(err), Err: fmt.Errorf("not valid YAML: %w", err)}
+		return nil, &Error{File: name, Line: syntaxLine(data, err), Err: fmt.Errorf("not valid YAML: %w", strippedLine(err))}
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, &Error{File: name, Err: errors.New("the file is empty: want a mapping of options (key: value)")}
@@ -218,12 +219,41 @@ func knownKeys(idx map[string]reflect.Value) string {
 	return strings.Join(keys, ", ")
 }
 
-func yamlLine(err error) int {
+// syntaxLine finds the line of a YAML syntax error: the first line at
+// which a prefix of the file stops parsing. yaml.v3's own "line N" is its
+// 0-based context line for parser errors and can be one early for scanner
+// errors (an unclosed [ on line 2 says line 1; a tab on line 3, line 2);
+// a config file is small, so the prefixes are cheap. 0: not found.
+func syntaxLine(data []byte, err error) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	var doc yaml.Node
+	for n := 1; n <= len(lines); n++ {
+		if yaml.Unmarshal(bytes.Join(lines[:n], nil), &doc) != nil {
+			return n
+		}
+	}
 	var line int
 	if _, e := fmt.Sscanf(err.Error(), "yaml: line %d:", &line); e == nil {
 		return line
 	}
 	return 0
+}
+
+// strippedLine drops yaml.v3's own "line N: " from its message, which
+// Error's file:line replaces (and which could contradict it).
+func strippedLine(err error) error {
+	msg := err.Error()
+	var line int
+	var rest string
+	if n, _ := fmt.Sscanf(msg, "yaml: line %d:", &line); n == 1 {
+		if i := strings.Index(msg, ": "); i >= 0 {
+			if j := strings.Index(msg[i+2:], ": "); j >= 0 {
+				rest = msg[i+2+j+2:]
+				return errors.New(rest)
+			}
+		}
+	}
+	return err
 }
 
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }

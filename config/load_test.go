@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"flag"
 	"os"
 	"path/filepath"
@@ -193,4 +194,29 @@ func FuzzLoad(f *testing.F) {
 		o.Normalize()
 		_ = Locate(o.Validate(), "fuzz.yaml", lines)
 	})
+}
+
+// A YAML syntax error is named at its own line: yaml.v3's "line N" is one
+// early for some errors (an unclosed [ on line 2 said line 1).
+func TestYAMLSyntaxErrorLine(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		line int
+	}{
+		{"prefork: 2\nmaxfork: [oops\n", 2},
+		{"prefork: 2\n  maxfork: 3\n", 2},
+		{"prefork: 2\nmaxfork: 3\n\tspares: 1\n", 3},
+		{"prefork: 2\ntimeout: \"unclosed\nmaxfork: 3\n", 2},
+		{"- a\nprefork: 2\n", 2},
+	} {
+		var o Options
+		_, err := Load("bad.yaml", []byte(tc.yaml), &o)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Line != tc.line || !strings.Contains(err.Error(), fmt.Sprintf("bad.yaml:%d: not valid YAML", tc.line)) {
+			t.Errorf("%q: want bad.yaml:%d, have %v", tc.yaml, tc.line, err)
+		}
+		if strings.Contains(err.Error(), "yaml: line") {
+			t.Errorf("%q: yaml's own line number left in: %v", tc.yaml, err)
+		}
+	}
 }
