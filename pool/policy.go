@@ -109,14 +109,16 @@ func (sv *supervisor) grow() {
 	// of them.
 	age := sv.busyAge()
 	if age < growAfter {
-		if age >= 0 {
+		if age >= 0 && sv.growAt.IsZero() {
 			sv.growAt = sv.env.now().Add(growAfter - age)
 		}
 		return
 	}
 	n := min(max(1, c.live/2), o.Maxfork-c.live, sv.growCredit, sv.room(c))
 	if n <= 0 {
-		sv.growAt = sv.env.now().Add(tickEvery) // wanted, but not this tick
+		if sv.growAt.IsZero() {
+			sv.growAt = sv.env.now().Add(tickEvery) // wanted, but not this tick
+		}
 		return
 	}
 	sv.growCredit -= n

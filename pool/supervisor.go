@@ -198,18 +198,18 @@ func (sv *supervisor) run(ev *events) error {
 			}
 			sv.accepted(a)
 		case <-growC:
+			growC, sv.growAt = nil, time.Time{}
 			sv.grow()
 		case <-tick.C:
 			sv.tick()
 		}
 		sv.maintain()
 		sv.checkReady()
-		// One timer for a growth that waits for growAfter, re-armed from
-		// the state rather than kept as state of its own.
-		growC = nil
-		if !sv.growAt.IsZero() {
+		// One timer at most for a growth that waits for growAfter: under
+		// saturation a worker asks to grow at every client, and a timer
+		// per ask would pile up (each firing asking for another).
+		if growC == nil && !sv.growAt.IsZero() {
 			growC = time.After(max(0, sv.growAt.Sub(sv.env.now())))
-			sv.growAt = time.Time{}
 		}
 	}
 	sv.log.Infof("waiter: stopped: %d clients served, %d failed", sv.served, sv.failed)
