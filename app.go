@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -117,6 +118,7 @@ func (a *App[S]) Run(args []string, stdout, stderr io.Writer) int {
 	if *check {
 		if _, _, err := load(); err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			paceFailedStart()
 			return ExitConfig
 		}
 		where := "flags and defaults"
@@ -127,7 +129,25 @@ func (a *App[S]) Run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	srv := a.server(log, load)
-	return pool.ExitCode(srv.Run())
+	err := srv.Run()
+	if errors.Is(err, ErrConfig) {
+		paceFailedStart()
+	}
+	return pool.ExitCode(err)
+}
+
+// paceFailedStart makes a start that fails on its configuration take a
+// second when systemd runs it (INVOCATION_ID is set for a unit's
+// processes). A client queued on the socket while the file is broken makes
+// systemd start the service again at once, over and over: at full speed
+// that hits the socket's trigger limit (20 in 2 s) and fails the socket
+// until reset-failed; paced, the starts go on (the units set
+// StartLimitIntervalSec=0) and the first one after the file is fixed
+// serves the client.
+func paceFailedStart() {
+	if os.Getenv("INVOCATION_ID") != "" {
+		time.Sleep(time.Second)
+	}
 }
 
 func (a *App[S]) defaults() Options {
