@@ -70,8 +70,9 @@ log "waiterd package: $deb"
 t=$(ts)
 (cd "$top" && CGO_ENABLED=0 go build -trimpath -o "$SHARE/loadclient" ./tests/e2e/loadclient &&
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$WORK/myd" ./tests/e2e/myd)
-# myd is packaged with the same machinery a user runs: a name, a port, a binary.
-"$top/packaging/build-deb.sh" -name myd -port "$MYD_PORT" -binary "$WORK/myd" \
+# myd is packaged with the same machinery a user runs: a name, a port, a
+# binary and its source tree (which dates the package).
+"$top/packaging/build-deb.sh" -name myd -port "$MYD_PORT" -binary "$WORK/myd" -source-dir "$here/myd" \
   -config "$here/myd/myd.yaml" ${MYD_UNITS:+-units "$MYD_UNITS"} -summary "second waiter daemon of the end-to-end suite" -out "$WORK/myd-deb" 2>"$WORK/myd-deb.log" ||
   { cat "$WORK/myd-deb.log" >&2; exit 1; }
 cp "$WORK"/myd-deb/myd_*_amd64.deb "$SHARE/myd.deb"
