@@ -1,0 +1,7 @@
+//go:build race
+
+package daemontest
+
+// RaceEnabled is true when the test binary is built with -race: the daemon
+// Build compiles is then built with -race too.
+const RaceEnabled = true
