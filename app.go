@@ -117,7 +117,13 @@ func (a *App[S]) Run(args []string, stdout, stderr io.Writer) int {
 	load := func() (Options, S, error) { return a.load(*cfgPath, flags) }
 	if *check {
 		if _, _, err := load(); err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			if pool.StderrIsJournal() {
+				// ExecReload='s check: the reason at PRIORITY=3, where the
+				// master's own refusal would be.
+				log.Errorf("%s: configuration refused: %v", name, err)
+			} else {
+				fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			}
 			paceFailedStart()
 			return ExitConfig
 		}

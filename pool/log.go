@@ -43,6 +43,10 @@ func newLogger(debug bool, set hooks.Set) *logrus.Logger {
 	return l
 }
 
+// StderrIsJournal reports whether stderr is systemd's journal stream, where
+// a line should be a native entry with its PRIORITY rather than text.
+func StderrIsJournal() bool { return stderrIsJournal() }
+
 // stderrIsJournal follows systemd.exec(5): JOURNAL_STREAM names the device
 // and inode of the stream stderr must still be connected to.
 func stderrIsJournal() bool {

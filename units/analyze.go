@@ -44,7 +44,7 @@ var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9]+(?:\
 // `systemd-analyze security --offline=true` on each service, with threshold
 // on the 0-10 scale (2.0 is "OK" and better).
 //
-// verify refuses an ExecStart= binary that does not exist. When daemon (the
+// verify refuses an ExecStart= (or ExecReload=) binary that does not exist. When daemon (the
 // Exec the units were generated with) is not installed on this machine,
 // the copies point ExecStart= at an executable stand-in instead, so that
 // everything else is still checked.
@@ -81,6 +81,7 @@ func Analyze(ctx context.Context, files map[string][]byte, daemon string, thresh
 	for name, b := range files {
 		if stand != "" {
 			b = bytes.ReplaceAll(b, []byte("\nExecStart="+daemon+" "), []byte("\nExecStart="+stand+" "))
+			b = bytes.ReplaceAll(b, []byte("\nExecReload="+daemon+" "), []byte("\nExecReload="+stand+" "))
 		}
 		if !filepath.IsLocal(name) {
 			return nil, fmt.Errorf("units: analyze: file name %q: want a path inside the directory", name)

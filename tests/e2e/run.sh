@@ -193,6 +193,10 @@ snapshot() { # every file and every user, for step 6's purge check
 
 # --- the steps ------------------------------------------------------------
 
+# The examples' steps (kvd, kvd-queued, tlsecho, httpd).
+# shellcheck source=tests/e2e/examples.sh
+source "$here/examples.sh"
+
 results=() passed=0 failed=0
 if [ "${REPRO:-1}" = 0 ]; then
   results+=("SKIP  repro: REPRO=0")
@@ -258,13 +262,20 @@ step_2() {
   # Info lines: the journal has waiterd's own, as native entries at priority 6.
   out=$(c journalctl --no-pager -o cat -u waiterd.service -p info..info SYSLOG_IDENTIFIER=waiterd)
   [[ $out == *"waiter: serving"* ]] || fail "no 'waiter: serving' line at priority info (6)"
-  # An error line: a reload with a bad value in the config must be refused,
-  # logged at priority err (3), and leave the service running as it was.
+  # An error line: a reload with a bad value in the config must fail
+  # (ExecReload= runs waiterd -check first), be logged at priority err (3)
+  # naming the key, and leave the service running as it was.
   c cp /etc/waiterd/waiterd.yaml /run/waiterd.yaml.orig
   c sh -c 'echo "spares: 999" >>/etc/waiterd/waiterd.yaml'
   local pid; pid=$(prop waiterd.service MainPID)
-  c systemctl reload waiterd.service || true
+  if c systemctl reload waiterd.service; then
+    fail "systemctl reload of a broken file succeeded"
+  fi
+  note "systemctl reload of the broken file: failed, as it should"
+  out=$(c systemctl status --no-pager -n 20 waiterd.service 2>&1 || true)
+  [[ $out == *"spares"* ]] || fail "systemctl status does not show why the reload failed"
   c cp /run/waiterd.yaml.orig /etc/waiterd/waiterd.yaml
+  c systemctl reload waiterd.service || fail "systemctl reload of the good file failed"
   wait_for 10 "an error line after a bad reload" has_error_since "$t"
   out=$(c journalctl --no-pager -o cat -u waiterd.service -p err..err --since "@$t")
   note "priority err: $(printf '%s\n' "$out" | head -n 1)"
@@ -274,6 +285,32 @@ step_2() {
   expect "MainPID after the refused reload" "$(prop waiterd.service MainPID)" "$pid"
   wait_for 10 "waiterd.service active after the refused reload" is_active waiterd.service
   expect "reply after the refused reload" "$(reply 9123)" "hello world"
+}
+
+# A restart with a broken configuration fails, and must not fail the socket:
+# a client that connects meanwhile waits in the queue, and once the file is
+# fixed it is served, with no systemctl reset-failed.
+queued_served() { [[ $(c cat /run/queued.out 2>/dev/null) == *"hello world"* ]]; }
+step_broken_restart() {
+  local out st
+  c cp /etc/waiterd/waiterd.yaml /run/waiterd.yaml.orig
+  c sh -c 'echo "prefork: lots" >>/etc/waiterd/waiterd.yaml'
+  if c systemctl restart waiterd.service; then
+    fail "systemctl restart with a broken file succeeded"
+  fi
+  note "restart with the broken file: failed, as it should"
+  # A client while the file is broken: queued by the socket, retriggering
+  # starts that fail; it must still be served once the file is fixed.
+  c sh -c 'timeout 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/9123; cat <&3" >/run/queued.out 2>&1 &'
+  sleep 4
+  st=$(prop waiterd.socket ActiveState)
+  expect "waiterd.socket while the file is broken and a client waits" "$st" "active"
+  c cp /run/waiterd.yaml.orig /etc/waiterd/waiterd.yaml
+  wait_for 15 "the queued client served after the fix" queued_served
+  note "queued client's reply: $(c cat /run/queued.out)"
+  expect "waiterd.socket after the fix" "$(prop waiterd.socket ActiveState)" "active"
+  expect "waiterd.service after the fix" "$(prop waiterd.service ActiveState)" "active"
+  expect "reply after the fix, with no reset-failed" "$(reply 9123)" "hello world"
 }
 
 step_3() {
@@ -425,6 +462,7 @@ run_step install "install: the sockets are enabled and started" step_install
 if [[ ${results[-1]} == PASS* ]]; then
   run_step 1 "socket activation: inactive until the first client, hello world, then active" step_1
   run_step 2 "systemctl status shows STATUS; the journal has waiterd's lines with their priorities" step_2
+  run_step broken "a restart with a broken file fails; a client queued meanwhile is served once it is fixed, no reset-failed" step_broken_restart
   run_step 3 "systemctl reload under steady load fails no connection" step_3
   run_step 4 "systemctl restart under steady load refuses no connection" step_4
   run_step 5 "a wedged master is killed by the watchdog and restarted" step_5
@@ -432,6 +470,10 @@ if [[ ${results[-1]} == PASS* ]]; then
   run_step myd "myd, packaged with the same machinery, serves on its port" step_myd
   run_step upgrade "upgrade (dpkg -i again) restarts waiterd cleanly under load" step_upgrade
   run_step 6 "stop leaves no process behind; purge leaves no file or user" step_6
+  run_step kvd "examples/kvd packaged with StateDirectory=kvd: serves, reloads (good, bad), a broken restart then fixed, purge removes its state" step_kvd
+  run_step kvd-queued "examples/kvd broken with a client waiting on the socket: served once the file is fixed" step_kvd_queued
+  run_step tlsecho "examples/tlsecho with client certificates: serves alice, refuses mallory, reloads, a broken restart then fixed, purge" step_tlsecho
+  run_step httpd "examples/httpd: serves (and Accept=yes), reloads, a broken restart then fixed, purge" step_httpd
 fi
 if [ -n "$KEEP" ]; then
   c dpkg -i /share/waiterd.deb /share/myd.deb >/dev/null 2>&1 || true
