@@ -106,7 +106,7 @@ func TestForkingWorkerHoldsNoListener(t *testing.T) {
 // signal too.
 func TestForkingIdleOnlyOnTimeouts(t *testing.T) {
 	p := start(t, forking(0, 4, func(o *config.Options) { o.Timeout = config.Duration(400 * time.Millisecond) }))
-	time.Sleep(100 * time.Millisecond)
+	eventually(t, 10*time.Second, "the server listening", func() bool { return p.count("on_listen_ok") == 1 })
 	for i := 0; i < 20; i++ {
 		p.signal(syscall.SIGUSR1)
 		time.Sleep(30 * time.Millisecond)

@@ -3,6 +3,7 @@ package pool
 import (
 	"crypto/tls"
 	"errors"
+	"os/signal"
 	"time"
 
 	"fmt"
@@ -285,6 +286,13 @@ func (s *Server) Run() error {
 	if IsWorker() {
 		s.runWorker() // never returns
 	}
+	// The master's signals are caught from the start, not from when the
+	// supervisor begins: a HUP or USR1 that comes while the sockets open
+	// would otherwise kill it (their default action), and a TERM would
+	// not be graceful. They wait in the channel for the supervisor.
+	ev := newEvents()
+	catchSignals(ev.sigs)
+	defer signal.Stop(ev.sigs)
 	notes := s.Options.Normalize()
 	s.setupLog(s.Options.Debug)
 	for _, n := range notes {
@@ -335,7 +343,7 @@ func (s *Server) Run() error {
 	for _, sk := range s.sockets {
 		s.log.WithField("mode", s.Options.Mode()).Infof("waiter: serving %s", sk)
 	}
-	err = s.supervise(&generation{n: 1, opts: snap})
+	err = s.supervise(&generation{n: 1, opts: snap}, ev)
 	s.hk.ServerClose() // the last hook, before the deferred close of the sockets
 	return err
 }
@@ -348,7 +356,7 @@ func (s *Server) fail(kind, err error) error {
 }
 
 // supervise sets up the supervisor for the mode and runs it.
-func (s *Server) supervise(g *generation) error {
+func (s *Server) supervise(g *generation, ev *events) error {
 	o := g.opts.o
 	m := modePrefork
 	switch {
@@ -369,7 +377,6 @@ func (s *Server) supervise(g *generation) error {
 	}
 	s.sb = sb
 	defer func() { s.sb = nil; sb.Close() }()
-	ev := newEvents()
 	e := env{now: time.Now, mono: monotonic, notify: sdNotify(s.log), watchdog: watchdogInterval()}
 	switch m {
 	case modeNofork, modeConnected:

@@ -158,12 +158,16 @@ func newEvents() *events {
 	}
 }
 
+// catchSignals is the master's signal set: the README's table. SIGPIPE is
+// ignored: a client that went away must cost a write error, not the master.
+func catchSignals(c chan<- os.Signal) {
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
+	signal.Ignore(syscall.SIGPIPE)
+}
+
 // run is the loop. It returns what Run returns: nil after a normal stop.
 func (sv *supervisor) run(ev *events) error {
-	signal.Notify(ev.sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
-	defer signal.Stop(ev.sigs)
-	signal.Ignore(syscall.SIGPIPE)
 	sv.s.onBreak(func() {
 		select {
 		case ev.brk <- struct{}{}:
