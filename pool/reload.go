@@ -169,6 +169,9 @@ func (sv *supervisor) checkReady() {
 		// spare takes a client as soon as it is ready, and waiting for all
 		// of them at once could wait for ever.
 		need = min(sv.spares, 1)
+		if sv.census().serving >= sv.cur.opts.o.Maxfork {
+			need = 0 // at maxfork no spare starts: the next worker gets the new options
+		}
 	}
 	if sv.census().ready < need {
 		return

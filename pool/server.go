@@ -3,7 +3,6 @@ package pool
 import (
 	"crypto/tls"
 	"errors"
-	"os/signal"
 	"time"
 
 	"fmt"
@@ -291,8 +290,8 @@ func (s *Server) Run() error {
 	// would otherwise kill it (their default action), and a TERM would
 	// not be graceful. They wait in the channel for the supervisor.
 	ev := newEvents()
-	catchSignals(ev.sigs)
-	defer signal.Stop(ev.sigs)
+	catchSignals(ev)
+	defer releaseSignals(ev)
 	notes := s.Options.Normalize()
 	s.setupLog(s.Options.Debug)
 	for _, n := range notes {

@@ -135,6 +135,9 @@ func (sv *supervisor) apply(g *generation) {
 
 // events are the channels the loop reads, each fed by one goroutine.
 type events struct {
+	// stops holds TERM and INT alone: os/signal drops a signal when its
+	// channel is full, and a storm of HUPs must not crowd out a stop.
+	stops   chan os.Signal
 	sigs    chan os.Signal
 	spawned chan spawnRes // cap spawnInflight
 	exits   chan exitEv
@@ -150,6 +153,7 @@ type exitEv struct {
 
 func newEvents() *events {
 	return &events{
+		stops:   make(chan os.Signal, 4),
 		sigs:    make(chan os.Signal, 32),
 		spawned: make(chan spawnRes, spawnInflight),
 		exits:   make(chan exitEv, 64),
@@ -160,10 +164,15 @@ func newEvents() *events {
 
 // catchSignals is the master's signal set: the README's table. SIGPIPE is
 // ignored: a client that went away must cost a write error, not the master.
-func catchSignals(c chan<- os.Signal) {
-	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
+func catchSignals(ev *events) {
+	signal.Notify(ev.stops, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(ev.sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
 	signal.Ignore(syscall.SIGPIPE)
+}
+
+func releaseSignals(ev *events) {
+	signal.Stop(ev.stops)
+	signal.Stop(ev.sigs)
 }
 
 // run is the loop. It returns what Run returns: nil after a normal stop.
@@ -184,7 +193,17 @@ func (sv *supervisor) run(ev *events) error {
 	defer tick.Stop()
 	var growC <-chan time.Time
 	for !sv.done() {
+		// A stop goes before anything else that is waiting (a queue of
+		// slow reloads, a burst of clients).
 		select {
+		case sig := <-ev.stops:
+			sv.signal(sig.(syscall.Signal))
+			continue
+		default:
+		}
+		select {
+		case sig := <-ev.stops:
+			sv.signal(sig.(syscall.Signal))
 		case sig := <-ev.sigs:
 			sv.signal(sig.(syscall.Signal))
 		case <-ev.brk:

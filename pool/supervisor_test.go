@@ -396,7 +396,7 @@ func (w *fakeWorld) check(what string) {
 	}
 	for _, e := range w.errors {
 		if !strings.Contains(e, "reload refused, keeping the running options: a bad file") && !strings.Contains(e, "fake: fork failed") &&
-			!strings.Contains(e, "not pinging the watchdog") && !strings.Contains(e, "reload failed") {
+			!strings.Contains(e, "not pinging the watchdog") && !strings.Contains(e, "reload failed") && !strings.Contains(e, "(request_timeout)") {
 			fail("unexpected error log %q", e)
 		}
 	}
@@ -832,5 +832,56 @@ func TestSupervisorReloadUnderSteadyLoad(t *testing.T) {
 				t.Fatalf("no READY=1 after 50 rounds of load\n%s", w.dump())
 			}
 		})
+	}
+}
+
+// TestSupervisorForkingReloadAtMaxfork: a HUP while maxfork clients hold
+// every worker completes at once (no spare can start at maxfork, so the
+// next worker simply gets the new options), not after startTimeout with
+// the new options thrown away.
+func TestSupervisorForkingReloadAtMaxfork(t *testing.T) {
+	w := newFakeWorld(t, 8, fakeOptions(func(o *config.Options) { o.Prefork, o.Maxfork, o.Spares = 0, 4, 2 }))
+	w.settle(5, false)
+	for i := 0; i < 20 && w.sv.census().serving < 4; i++ {
+		w.clientArrives()
+		w.after("client")
+		w.settle(1, false)
+	}
+	if c := w.sv.census(); c.serving != 4 {
+		t.Fatalf("%d clients held, want maxfork 4", c.serving)
+	}
+	w.sv.signal(syscall.SIGHUP)
+	w.after("HUP")
+	w.settle(3, false)
+	if !w.lastReloadCompleted() || w.sv.serving != w.sv.cur || w.sv.cur.n != 2 {
+		t.Fatalf("a reload at maxfork did not complete: serving %v, current %d\n%s", w.sv.serving != nil, w.sv.cur.n, w.dump())
+	}
+}
+
+// TestSupervisorRequestTimeoutKillsAreNotCrashes: workers the master kills
+// for request_timeout, soon after they started, must not count as workers
+// that cannot start: the watchdog keeps being pinged.
+func TestSupervisorRequestTimeoutKillsAreNotCrashes(t *testing.T) {
+	w := newFakeWorld(t, 9, fakeOptions(func(o *config.Options) {
+		o.Prefork, o.Maxfork, o.Spares = 0, 16, 0
+		o.RequestTimeout = config.Duration(500 * time.Millisecond)
+	}))
+	w.sv.env.watchdog = time.Second
+	for i := 0; i < 12; i++ {
+		w.clientArrives()
+		w.after("client")
+	}
+	w.settle(2, false) // started and serving; their clients never leave
+	w.tick(600 * time.Millisecond)
+	w.after("past request_timeout")
+	w.settle(30, false)
+	pings := 0
+	for _, n := range w.notes {
+		if n == "WATCHDOG=1" {
+			pings++
+		}
+	}
+	if w.sv.failStreak != 0 || !w.sv.healthy() || pings < 2 {
+		t.Fatalf("after 12 request_timeout kills: failStreak %d, healthy %v, %d pings", w.sv.failStreak, w.sv.healthy(), pings)
 	}
 }

@@ -182,7 +182,11 @@ func (sv *supervisor) reaped(e exitEv) {
 		sv.log.WithFields(fields).Warnf("waiter: %s pid %d exited abnormally: %s", k.kind, e.pid, describeStatus(e.ws))
 	}
 	young := !k.reported || sv.env.now().Sub(k.startAt) < time.Second
-	if !clean && k.state != kRetiring && young {
+	// A worker the master killed (request_timeout, a deadline) is no sign
+	// that workers cannot start: clients that hold workers must not stop
+	// the watchdog's pings.
+	killed := !k.quitAt.IsZero() || !k.killedAt.IsZero()
+	if !clean && k.state != kRetiring && young && !killed {
 		sv.failure(k.gen) // died young: perhaps a crash loop, back off
 	} else if clean {
 		sv.failStreak = 0
