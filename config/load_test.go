@@ -220,3 +220,23 @@ func TestYAMLSyntaxErrorLine(t *testing.T) {
 		}
 	}
 }
+
+// Values that used to be taken and misbehave: a timeout under 10 ms (the
+// accept wait timed out before it looked), a verify mode above 2.
+func TestValidateRefusesSilentMisbehaviour(t *testing.T) {
+	for _, tc := range []struct {
+		mut  func(*Options)
+		want string
+	}{
+		{func(o *Options) { o.Timeout = Duration(time.Millisecond) }, "option timeout"},
+		{func(o *Options) { o.Timeout = Duration(500 * time.Microsecond) }, "option timeout"},
+		{func(o *Options) { o.SSLVerifyMode = 5 }, "option ssl_verify_mode"},
+	} {
+		o := Default()
+		tc.mut(&o)
+		o.Normalize()
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want %q refused, have %v", tc.want, err)
+		}
+	}
+}

@@ -209,7 +209,10 @@ func (o *Options) Validate() error {
 			return bad(d.key, d.v, "must not be negative")
 		}
 	}
-	if o.SSLVerifyMode < 0 {
+	if o.Timeout < Duration(10*time.Millisecond) {
+		return bad("timeout", o.Timeout, "want at least 10ms: the accept timeout paces the idle hooks, and below that they would spin")
+	}
+	if o.SSLVerifyMode < 0 || o.SSLVerifyMode > 2 {
 		return bad("ssl_verify_mode", o.SSLVerifyMode, "want 0 (none), 1 (verify if given) or 2 (require)")
 	}
 	switch o.SSLMinVersion {

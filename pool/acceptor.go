@@ -118,10 +118,13 @@ func (a *acceptor) accept(timeout time.Duration) (int, net.Addr, error) {
 				return -1, nil, fmt.Errorf("accept on fd %d: %w", a.fds[i], err)
 			}
 		}
-		ms := int(time.Until(deadline) / time.Millisecond)
-		if ms <= 0 {
+		// Rounded up: a sub-millisecond timeout must still wait (and look
+		// for a client) once, not time out before it ever looked.
+		left := time.Until(deadline)
+		if left <= 0 {
 			return -1, nil, errTimeout
 		}
+		ms := int((left + time.Millisecond - 1) / time.Millisecond)
 		n, err := a.wait(ms)
 		if err == unix.EINTR {
 			continue

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"fmt"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -104,7 +105,13 @@ func (sv *supervisor) accepted(a acceptEv) {
 			c = viewConn(fd)
 		}
 	}
-	sv.log.Warnf("waiter: maxfork (%d) workers busy: refusing a client", sv.cur.opts.o.Maxfork)
+	if ok, held := sv.warn.allow("maxfork"); ok {
+		msg := fmt.Sprintf("waiter: maxfork (%d) workers busy: refusing a client", sv.cur.opts.o.Maxfork)
+		if held > 0 {
+			msg += fmt.Sprintf(" (and %d more since the last line)", held)
+		}
+		sv.log.Warn(msg)
+	}
 	if c == nil && sv.s.hk.HasMaxforked() {
 		c = viewConn(fd)
 	}

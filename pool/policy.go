@@ -35,6 +35,11 @@ func sparesRoom(spares int) int { return spares + 16 }
 // rather than fail (see room).
 func slotsFor(maxfork, spares int) int { return 2*(maxfork+sparesRoom(spares)) + 2 }
 
+// slotsAtStart sizes the scoreboard with room for a reload to double
+// maxfork (and spares) without a restart: a slot is 128 bytes of a sparse
+// memfd, and refusing "maxfork 16 to 17" would be a surprise.
+func slotsAtStart(maxfork, spares int) int { return slotsFor(2*maxfork, 2*spares) }
+
 // room is how many more kids may be started now: the spawner's bound on
 // outstanding requests, the free slots, and in nofork one in-process
 // worker at a time (never two serving side by side, even across a reload).
@@ -219,6 +224,9 @@ func (sv *supervisor) resize(sig syscall.Signal) {
 		sv.log.Infof("waiter: %s: %d spares", name, sv.spares)
 	case modePrefork:
 		switch {
+		case sv.fixed:
+			sv.log.Warnf("waiter: %s: refused: a fixed pool (prefork: -%d) never grows or shrinks", name, o.Prefork)
+			return
 		case sig == syscall.SIGTTIN && sv.target >= o.Maxfork:
 			sv.log.Warnf("waiter: %s: refused: the pool is at maxfork (%d)", name, o.Maxfork)
 			return

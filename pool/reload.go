@@ -121,12 +121,16 @@ func (sv *supervisor) loadOptions() (optionsSnapshot, error) {
 		if err := n.Validate(); err != nil {
 			return optionsSnapshot{}, err
 		}
-		if need := slotsFor(n.Maxfork, n.Spares); need > sv.sb.Slots() && (sv.mode == modePrefork || sv.mode == modeForking) {
-			return optionsSnapshot{}, fmt.Errorf("maxfork %d and spares %d need a restart (this start has room for maxfork %d, spares %d)",
-				n.Maxfork, n.Spares, old.Maxfork, old.Spares)
-		}
 		if n.Nofork != old.Nofork || (n.Prefork == 0) != (old.Prefork == 0) {
 			return optionsSnapshot{}, fmt.Errorf("changing the mode (%s to %s) needs a restart", old.Mode(), n.Mode())
+		}
+		spares := 0
+		if sv.mode == modeForking {
+			spares = n.Spares // spares are forking mode's alone
+		}
+		if need := slotsFor(n.Maxfork, spares); need > sv.sb.Slots() && (sv.mode == modePrefork || sv.mode == modeForking) {
+			return optionsSnapshot{}, fmt.Errorf("maxfork %d with spares %d needs a restart: this start has room for %d workers",
+				n.Maxfork, spares, sv.sb.Slots())
 		}
 		if n.Listen != old.Listen || n.Port != old.Port {
 			sv.log.Warn("waiter: reload: a new listen address or port takes a restart; still serving the old one")

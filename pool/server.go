@@ -366,7 +366,7 @@ func (s *Server) supervise(g *generation, ev *events) error {
 	case o.Prefork == 0:
 		m = modeForking
 	}
-	slots := slotsFor(o.Maxfork, o.Spares)
+	slots := slotsAtStart(o.Maxfork, o.Spares)
 	if m == modeNofork || m == modeConnected {
 		slots = 2 // one in-process worker; a second slot while a reload waits for it
 	}

@@ -101,7 +101,8 @@ type supervisor struct {
 	acc              *forkAcceptor
 	shutdown         func() // refuses new clients on self-bound listeners at a stop
 
-	served, failed uint64 // by kids already reaped
+	served, failed uint64    // by kids already reaped
+	warn           warnLimit // the master's own repeated warnings (maxfork refusals)
 	status         statusState
 }
 

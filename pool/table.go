@@ -242,7 +242,7 @@ func (sv *supervisor) census() census {
 	kind := sv.poolKind()
 	for _, k := range sv.kids {
 		c.procs++
-		if k.client && sv.sb.Slot(k.slot).State() != stateExiting {
+		if k.client && !sv.doneWithClient(k) {
 			c.serving++
 		}
 		if k.gen != sv.cur || k.state == kRetiring || k.kind != kind {
@@ -261,6 +261,14 @@ func (sv *supervisor) census() census {
 		}
 	}
 	return c
+}
+
+// doneWithClient: a forking worker that has closed its one client (its
+// served count went up, or it is exiting) serves no one while it exits, and
+// must not make the master refuse the next client at maxfork.
+func (sv *supervisor) doneWithClient(k *kid) bool {
+	sl := sv.sb.Slot(k.slot)
+	return sl.Served() > 0 || sl.State() == stateExiting
 }
 
 // poolKind is the kind of kid the pool keeps ready.
