@@ -45,6 +45,8 @@ const (
 	hdrWant       = 20 // uint32: 1 while a worker has asked the master to grow
 	hdrFull       = 24 // uint32: 1 while the pool is at maxfork (do not ask)
 	hdrStartFail  = 28 // uint32: 1 once a worker logged an on_child_start failure
+	hdrWarnAt     = 32 // int64 x 2: when a worker last logged a client warning of kind 0, 1
+	hdrWarnHeld   = 48 // uint64 x 2: client warnings of kind 0, 1 held back since
 )
 
 // Slot states.
@@ -322,6 +324,20 @@ func (sb *scoreboard) PIDs() []int {
 }
 
 func (sb *scoreboard) idleCount() int { return int(sb.i32(hdrIdle).Load()) }
+
+// allowWarn is the pool-wide rate limit of client warnings (kind 0: TLS
+// handshakes, 1: on_process errors): one line a second across every
+// process, so that forking mode, a process per client, does not log one
+// line per junk client. It returns whether to log and how many were held.
+func (sb *scoreboard) allowWarn(kind int, now int64) (bool, uint64) {
+	at := sb.i64(hdrWarnAt + 8*kind)
+	last := at.Load()
+	if now-last >= int64(time.Second) && at.CompareAndSwap(last, now) {
+		return true, sb.u64(hdrWarnHeld + 8*kind).Swap(0)
+	}
+	sb.u64(hdrWarnHeld + 8*kind).Add(1)
+	return false, 0
+}
 
 // claimStartFailure is true for the first worker of a run of failures.
 func (sb *scoreboard) claimStartFailure() bool { return sb.u32(hdrStartFail).CompareAndSwap(0, 1) }

@@ -135,9 +135,14 @@ func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 }
 
 // warnf logs a warning about one client, at most one line a second of each
-// kind: a flood of bad clients gives a line a second with a count.
+// kind across the pool (the scoreboard keeps the pace for every process):
+// a flood of bad clients gives a line a second with a count.
 func (w *worker) warnf(kind string, c net.Conn, format string, a ...any) {
-	ok, held := w.warn.allow(kind)
+	k := 0
+	if kind == "on_process" {
+		k = 1
+	}
+	ok, held := w.sb.allowWarn(k, monotonic())
 	if !ok {
 		return
 	}

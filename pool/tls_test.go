@@ -780,3 +780,34 @@ func TestTLSConfigOfTheProgram(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSJunkFloodIsRateLimited: 60 plaintext clients against TLS in every
+// mode give a few warning lines with counts, not one a client, even in
+// forking mode where each client has a process of its own.
+func TestTLSJunkFloodIsRateLimited(t *testing.T) {
+	for _, mode := range tlsModes {
+		t.Run(mode, func(t *testing.T) {
+			pk := newTLSPKI(t)
+			p := start(t, pk.opts(mode, nil))
+			t0 := time.Now()
+			for i := 0; i < 60; i++ {
+				c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+				io.ReadAll(c)
+				c.Close()
+			}
+			eventually(t, 10*time.Second, "60 handshake failures", func() bool { return p.count("on_ssl_error") == 60 })
+			secs := int(time.Since(t0).Seconds())
+			lines := strings.Count(p.stderr.String(), "tls handshake with")
+			t.Logf("%s: 60 junk clients in %ds, %d warning lines", mode, secs, lines)
+			// One line a second at most, across every process.
+			if lines < 1 || lines > secs+2 {
+				t.Fatalf("%d warning lines for 60 junk clients in %ds, want at most one a second", lines, secs)
+			}
+		})
+	}
+}

@@ -40,7 +40,6 @@ type worker struct {
 	acc  atomic.Pointer[acceptor] // set while accepting, so stopNow can wake it
 	conn atomic.Pointer[connBox]  // the client being served, for a forced end
 	sigs chan syscall.Signal      // HUP, USR1, USR2: the on_child_sig_* hooks
-	warn *warnLimit
 }
 
 // Messages a worker sends the supervisor: 4 bytes on the event pipe (atomic,
@@ -58,7 +57,6 @@ func newWorker(s *Server, o config.Options, cfg *tls.Config, log *logrus.Entry, 
 		s: s, o: o, tls: cfg, log: log, sb: sb, slot: slot,
 		ctx:  newStopCtx(),
 		sigs: make(chan syscall.Signal, 8),
-		warn: newWarnLimit(time.Second, time.Now),
 	}
 	w.cctx = context.WithValue(context.WithValue(w.ctx, serverKey{}, s), settingsKey{}, settings)
 	return w
