@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -183,7 +184,11 @@ func (a *App[S]) load(path string, flags *config.Flags) (Options, S, error) {
 	if err == nil && a.Check != nil {
 		err = a.Check(&s)
 	}
-	if err != nil && path != "" {
+	var fe *config.FieldError
+	if errors.As(err, &fe) && flags.Has(fe.Key) {
+		// The value came from the command line, not from the file's line.
+		err = fmt.Errorf("flag -%s: %w", strings.ReplaceAll(fe.Key, "_", "-"), err)
+	} else if err != nil && path != "" {
 		err = config.Locate(err, path, lines)
 	}
 	return o, s, err

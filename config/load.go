@@ -283,6 +283,10 @@ func NewFlags(fs *flag.FlagSet, targets ...any) *Flags {
 // Apply writes the flags that were given over targets, which must be of the
 // types given to NewFlags (usually fresh copies loaded from a file), checking
 // each value as a YAML scalar of the field's type.
+// Has reports whether the key was set by a flag: an error about its value
+// is then the flag's, not the file's line (see Locate).
+func (f *Flags) Has(key string) bool { _, ok := f.set[key]; return ok }
+
 func (f *Flags) Apply(targets ...any) error {
 	idx, err := fields(targets)
 	if err != nil {

@@ -132,8 +132,8 @@ func (sv *supervisor) loadOptions() (optionsSnapshot, error) {
 			return optionsSnapshot{}, fmt.Errorf("maxfork %d with spares %d needs a restart: this start has room for %d workers",
 				n.Maxfork, spares, sv.sb.Slots())
 		}
-		if n.Listen != old.Listen || n.Port != old.Port {
-			sv.log.Warn("waiter: reload: a new listen address or port takes a restart; still serving the old one")
+		if bound := sv.s.Options; n.Listen != bound.Listen || n.Port != bound.Port {
+			sv.log.Warn("waiter: reload: a new listen address or port takes a restart; still serving the one of the start")
 		}
 		o = n
 	}

@@ -361,3 +361,15 @@ func TestStopWithIdleEchoClient(t *testing.T) {
 		})
 	}
 }
+
+// A bad value given by a flag is named as the flag's, not blamed on the
+// file's line of the same key.
+func TestBadFlagIsNamedAsTheFlag(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "w.yaml")
+	os.WriteFile(p, []byte("prefork: 2\nmaxfork: 16\n"), 0o600)
+	var stderr bytes.Buffer
+	code := run([]string{"-check", "-config", p, "-maxfork", "1"}, io.Discard, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), `flag -maxfork: option maxfork: value "1"`) || strings.Contains(stderr.String(), "w.yaml:2") {
+		t.Fatalf("want the flag named, not w.yaml:2; have %d %q", code, stderr.String())
+	}
+}
