@@ -16,6 +16,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/waiter-go/waiter/activation"
 	"github.com/waiter-go/waiter/config"
 	"github.com/waiter-go/waiter/pool"
 )
@@ -49,7 +50,9 @@ type App[S any] struct {
 	// Name names the program in usage and logs; the binary's name if empty.
 	Name string
 	// Options are the defaults of waiter's options (DefaultOptions() if
-	// the zero value); the file and then the flags go over them.
+	// the zero value); the file and then the flags go over them. Start
+	// from DefaultOptions() and change fields: a literal with a few fields
+	// set leaves the others at zero, not at waiter's defaults.
 	Options Options
 	// Defaults are the defaults of the program's own settings: exported
 	// fields with yaml tags, which are keys of the same file as waiter's
@@ -181,6 +184,12 @@ func (a *App[S]) load(path string, flags *config.Flags) (Options, S, error) {
 	probe := o
 	probe.Normalize()
 	err := probe.Validate()
+	if err == nil && probe.SSL && a.TLSConfig == nil {
+		// The certificates too, as the master will: a -check that passes a
+		// broken rotation would let systemctl reload succeed and the
+		// master refuse it.
+		_, _, err = activation.TLSConfig(probe)
+	}
 	if err == nil && a.Check != nil {
 		err = a.Check(&s)
 	}

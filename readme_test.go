@@ -96,3 +96,22 @@ func TestReadmeProgram(t *testing.T) {
 		t.Fatal("no exit after SIGINT")
 	}
 }
+
+// -check reads the certificates as the master would: a broken one fails
+// the check (so systemctl reload fails), naming the file.
+func TestCheckReadsCertificates(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "waiterd")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/waiterd").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	cert := filepath.Join(dir, "c.pem")
+	os.WriteFile(cert, []byte("half a certificate\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "k.pem"), []byte("no key\n"), 0o600)
+	cfg := filepath.Join(dir, "w.yaml")
+	os.WriteFile(cfg, []byte("ssl: true\nssl_cert_file: "+cert+"\nssl_key_file: "+filepath.Join(dir, "k.pem")+"\n"), 0o600)
+	out, err := exec.Command(bin, "-check", "-config", cfg).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "c.pem") {
+		t.Fatalf("want exit 1 naming the certificate, have %v %q", err, out)
+	}
+}

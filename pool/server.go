@@ -292,9 +292,22 @@ func (s *Server) Run() error {
 	ev := newEvents()
 	catchSignals(ev)
 	defer releaseSignals(ev)
-	notes := s.Options.Normalize()
 	s.setupLog(s.Options.Debug)
-	for _, n := range notes {
+	var settings any
+	if s.Load != nil {
+		// What Load returns replaces Options: the defaults are not checked
+		// on their own (ssl: true may wait for the file's certificates).
+		if s.Decode == nil {
+			return s.fail(ErrConfig, errors.New("pool: Server.Load is set without Server.Decode"))
+		}
+		o, set, err := s.Load()
+		if err != nil {
+			return s.fail(ErrConfig, err)
+		}
+		s.Options, settings = o, set
+		s.setupLog(o.Debug)
+	}
+	for _, n := range s.Options.Normalize() {
 		s.log.Warn(n)
 	}
 	if err := s.Options.Validate(); err != nil {
@@ -305,24 +318,6 @@ func (s *Server) Run() error {
 	}
 	if s.TLSConfig != nil && (s.Options.SSLCertFile != "" || s.Options.SSLKeyFile != "") {
 		return s.fail(ErrConfig, errors.New("pool: Server.TLSConfig is set, and so are ssl_cert_file or ssl_key_file: choose one"))
-	}
-	var settings any
-	if s.Load != nil {
-		if s.Decode == nil {
-			return s.fail(ErrConfig, errors.New("pool: Server.Load is set without Server.Decode"))
-		}
-		o, set, err := s.Load()
-		if err != nil {
-			return s.fail(ErrConfig, err)
-		}
-		for _, n := range o.Normalize() {
-			s.log.Warn(n)
-		}
-		if err := o.Validate(); err != nil {
-			return s.fail(ErrConfig, err)
-		}
-		s.Options, settings = o, set
-		s.setupLog(o.Debug)
 	}
 	snap, warns, err := s.snapshot(s.Options, settings)
 	if err != nil {
