@@ -95,3 +95,27 @@ func TestProcessContextCancelledAtStop(t *testing.T) {
 		})
 	}
 }
+
+// TestTERMAfterAStormOfSlowHUPs: 200 HUPs 1 ms apart, each reload taking
+// 50 ms, fill the signal channel (32) many times over; a TERM sent in the
+// middle must still stop the server (os/signal drops what does not fit,
+// and a TERM behind HUPs was once lost).
+func TestTERMAfterAStormOfSlowHUPs(t *testing.T) {
+	p := start(t, prefork(2, 2, func(o *config.Options) { o.GracefulTimeout = config.Duration(3 * time.Second) }), "WAITERTEST_SLOW_RELOAD=1")
+	eventually(t, 10*time.Second, "2 workers", func() bool { return p.count("on_child_start") >= 2 })
+	var termAt time.Time
+	for i := 0; i < 200; i++ {
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			break
+		}
+		if i == 100 {
+			termAt = time.Now()
+			p.signal(syscall.SIGTERM)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	t.Logf("stopped %s after the TERM, in a storm of 200 slow HUPs", time.Since(termAt).Round(time.Millisecond))
+}

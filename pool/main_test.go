@@ -295,6 +295,14 @@ func scenarioServer() *pool.Server {
 			return o, err
 		}
 	}
+	if os.Getenv("WAITERTEST_SLOW_RELOAD") != "" {
+		// A reload that takes 50 ms in the supervisor loop (as parsing a
+		// large file or an RSA-4096 key does): HUPs queue up behind it.
+		srv.Reload = func() (config.Options, error) {
+			time.Sleep(50 * time.Millisecond)
+			return opts, nil
+		}
+	}
 	if pick := os.Getenv("WAITERTEST_PICK"); pick != "" {
 		srv.SocketNames = strings.Split(pick, ",")
 	}
