@@ -1,127 +1,14 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/waiter-go/waiter/internal/racecheck"
 )
 
-// raceMarkers are what a race-enabled process prints on stderr when the
-// detector finds a race ("WARNING: DATA RACE") or fails on its own
-// ("ThreadSanitizer: ..."), in the master or in any worker (they share its
-// stderr).
-var raceMarkers = []string{"WARNING: DATA RACE", "ThreadSanitizer"}
-
-// raceReportLines is how much of the first report failOnRace shows.
-const raceReportLines = 40
-
-// errorfer is the part of *testing.T that reportRace uses, so that a test
-// can check the check without failing itself.
-type errorfer interface {
-	Helper()
-	Errorf(format string, args ...any)
-}
-
-// failOnRace, reportRace and their test are a copy of pool/race_test.go's
-// (a test file cannot be shared between packages).
-//
-// failOnRace fails t when a child process's stderr holds a race report: a
-// child built with -race that races must fail its test even if the test
-// otherwise passes (the child's exit code, 66, is often not looked at, and
-// a worker's never reaches the test). who names the process in the message.
+// failOnRace fails t when a waiterd's stderr (its workers' too) holds a
+// race report (see internal/racecheck).
 func failOnRace(t *testing.T, who string, stderr string) {
 	t.Helper()
-	reportRace(t, who, stderr)
-}
-
-func reportRace(t errorfer, who string, stderr string) {
-	t.Helper()
-	first := -1
-	for _, m := range raceMarkers {
-		if i := strings.Index(stderr, m); i >= 0 && (first < 0 || i < first) {
-			first = i
-		}
-	}
-	if first < 0 {
-		return
-	}
-	// From the start of the marker's line, the report's first lines.
-	start := strings.LastIndexByte(stderr[:first], '\n') + 1
-	lines := strings.SplitAfter(stderr[start:], "\n")
-	more := ""
-	if len(lines) > raceReportLines {
-		more = fmt.Sprintf("[... %d more lines]\n", len(lines)-raceReportLines)
-		lines = lines[:raceReportLines]
-	}
-	t.Errorf("%s: the race detector reported on its stderr (WARNING: DATA RACE %d times):\n%s%s",
-		who, strings.Count(stderr, "WARNING: DATA RACE"), strings.Join(lines, ""), more)
-}
-
-// TestRacyHelperProcess is a deliberate data race, run as a child process
-// by TestFailOnRaceFires.
-func TestRacyHelperProcess(t *testing.T) {
-	if os.Getenv("WAITERTEST_RACY") != "1" {
-		t.Skip("a deliberate data race, run as a child by TestFailOnRaceFires")
-	}
-	var n int
-	done := make(chan struct{})
-	go func() {
-		n++ // racyWrite
-		close(done)
-	}()
-	n++
-	<-done
-	fmt.Fprintln(os.Stderr, "racy helper: done", n)
-}
-
-type fakeT struct {
-	errors []string
-}
-
-func (f *fakeT) Helper() {}
-
-func (f *fakeT) Errorf(format string, args ...any) {
-	f.errors = append(f.errors, fmt.Sprintf(format, args...))
-}
-
-// The check fires on a real race report, from a child built with -race,
-// and stays quiet on a clean stderr.
-func TestFailOnRaceFires(t *testing.T) {
-	var clean fakeT
-	reportRace(&clean, "clean", "time=... level=info msg=\"waiter: prefork: 2 workers\"\nracy helper: done 2\n")
-	if len(clean.errors) != 0 {
-		t.Fatalf("a clean stderr was reported: %q", clean.errors)
-	}
-	var tsan fakeT
-	reportRace(&tsan, "tsan", "starting\n==123==ERROR: ThreadSanitizer: failed to allocate 0x1000 bytes\n")
-	if len(tsan.errors) != 1 || !strings.Contains(tsan.errors[0], "==123==ERROR: ThreadSanitizer: failed") {
-		t.Fatalf("a ThreadSanitizer failure was not reported: %q", tsan.errors)
-	}
-
-	if !raceEnabled {
-		t.Skip("this test binary is not built with -race: no detector to make a real report (make unit runs with -race)")
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRacyHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "WAITERTEST_RACY=1", "GORACE=atexit_sleep_ms=0")
-	out, _ := cmd.CombinedOutput() // exits non-zero: the race fails the helper test
-	var ft fakeT
-	reportRace(&ft, "racy helper", string(out))
-	if len(ft.errors) != 1 {
-		t.Fatalf("want one error from a racy child, have %d: %q\nthe child's output:\n%s", len(ft.errors), ft.errors, out)
-	}
-	msg := ft.errors[0]
-	t.Logf("what the test of a racy child shows:\n%s", msg)
-	for _, want := range []string{"racy helper: the race detector reported", "WARNING: DATA RACE", "TestRacyHelperProcess"} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("want %q in the report:\n%s", want, msg)
-		}
-	}
-	if n := strings.Count(msg, "\n"); n > raceReportLines+2 {
-		t.Errorf("want at most %d lines of the report, have %d:\n%s", raceReportLines, n, msg)
-	}
-	if !strings.HasPrefix(strings.SplitN(msg, "\n", 2)[1], "WARNING: DATA RACE") {
-		t.Errorf("want the report to start at its first line:\n%s", msg)
-	}
+	racecheck.Report(t, who, stderr)
 }

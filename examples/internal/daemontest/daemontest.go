@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"debug/buildinfo"
 	"fmt"
+	"github.com/waiter-go/waiter/internal/racecheck"
 	"net"
 	"os"
 	"os/exec"
@@ -283,30 +284,10 @@ func (l *Buffer) String() string {
 	return l.b.String()
 }
 
-// raceMarkers are what a race-enabled process prints on stderr when the
-// detector finds a race or fails on its own.
-var raceMarkers = []string{"WARNING: DATA RACE", "ThreadSanitizer"}
-
 // FailOnRace fails t when a process's output holds a race report (a
 // worker's exit status never reaches the test, so its stderr is the only
-// witness). who names the process in the message. It is cmd/waiterd's
-// failOnRace.
+// witness); who names the process. See internal/racecheck.
 func FailOnRace(t *testing.T, who, stderr string) {
 	t.Helper()
-	first := -1
-	for _, m := range raceMarkers {
-		if i := strings.Index(stderr, m); i >= 0 && (first < 0 || i < first) {
-			first = i
-		}
-	}
-	if first < 0 {
-		return
-	}
-	start := strings.LastIndexByte(stderr[:first], '\n') + 1
-	lines := strings.SplitAfter(stderr[start:], "\n")
-	if len(lines) > 40 {
-		lines = lines[:40]
-	}
-	t.Errorf("%s: the race detector reported on its stderr (WARNING: DATA RACE %d times):\n%s",
-		who, strings.Count(stderr, "WARNING: DATA RACE"), strings.Join(lines, ""))
+	racecheck.Report(t, who, stderr)
 }
