@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -120,7 +121,18 @@ func (a *App[S]) Run(args []string, stdout, stderr io.Writer) int {
 	}
 	load := func() (Options, S, error) { return a.load(*cfgPath, flags) }
 	if *check {
-		if _, _, err := load(); err != nil {
+		o, _, err := load()
+		if err == nil && o.SSL && a.TLSConfig == nil {
+			// The certificates too, as the master will read them: a check
+			// that passes a broken rotation would let systemctl reload
+			// succeed and the master refuse it. A permission error is not
+			// conclusive here (ExecReload='s process may not see the
+			// service's LoadCredential= copies): the master decides.
+			if _, _, terr := activation.TLSConfig(o); terr != nil && !errors.Is(terr, iofs.ErrPermission) {
+				err = terr
+			}
+		}
+		if err != nil {
 			if pool.StderrIsJournal() {
 				// ExecReload='s check: the reason at PRIORITY=3, where the
 				// master's own refusal would be.
@@ -184,12 +196,6 @@ func (a *App[S]) load(path string, flags *config.Flags) (Options, S, error) {
 	probe := o
 	probe.Normalize()
 	err := probe.Validate()
-	if err == nil && probe.SSL && a.TLSConfig == nil {
-		// The certificates too, as the master will: a -check that passes a
-		// broken rotation would let systemctl reload succeed and the
-		// master refuse it.
-		_, _, err = activation.TLSConfig(probe)
-	}
 	if err == nil && a.Check != nil {
 		err = a.Check(&s)
 	}
