@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -142,8 +141,7 @@ type events struct {
 	sigs    chan os.Signal
 	spawned chan spawnRes // cap spawnInflight
 	exits   chan exitEv
-	workers chan uint32 // evReady, evGrow from the event pipe or the in-process worker
-	accepts chan acceptEv
+	workers chan uint32   // evReady, evGrow from the event pipe or the in-process worker
 	brk     chan struct{} // BreakMainLoop, cap 1
 }
 
@@ -215,7 +213,7 @@ func (sv *supervisor) run(ev *events) error {
 			sv.reaped(e)
 		case w := <-ev.workers:
 			sv.workerEvent(w)
-		case a, ok := <-sv.accepts(ev):
+		case a, ok := <-sv.accepts():
 			if !ok {
 				sv.acc.finished()
 				continue
@@ -240,7 +238,8 @@ func (sv *supervisor) run(ev *events) error {
 	return sv.err
 }
 
-func (sv *supervisor) accepts(ev *events) <-chan acceptEv {
+// accepts is forking mode's accepted clients; nil (never ready) otherwise.
+func (sv *supervisor) accepts() <-chan acceptEv {
 	if sv.acc == nil || sv.acc.closed {
 		return nil
 	}
@@ -331,7 +330,3 @@ func (sv *supervisor) tick() {
 
 // since is how long ago a scoreboard timestamp was.
 func (sv *supervisor) since(t int64) time.Duration { return time.Duration(sv.env.mono() - t) }
-
-func (sv *supervisor) String() string {
-	return fmt.Sprintf("supervisor{%d kids, gen %d}", len(sv.kids), sv.cur.n)
-}
