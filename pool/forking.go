@@ -90,7 +90,7 @@ func (sv *supervisor) accepted(a acceptEv) {
 			sv.s.accepted(c)
 		}
 	}
-	if sv.census().serving < sv.cur.opts.o.Maxfork {
+	if sv.census().serving+len(sv.waiting) < sv.cur.opts.o.Maxfork {
 		if c != nil {
 			c.Close() // the master's view only; the worker has its own fd
 		}
@@ -101,9 +101,10 @@ func (sv *supervisor) accepted(a acceptEv) {
 			sv.add(kindOneshot, fd)
 			return
 		}
-		if sv.s.hk.HasAcceptOK() {
-			c = viewConn(fd)
-		}
+		// Below maxfork but every start slot is taken (a burst): the
+		// client waits here for one (startWaiting), not refused.
+		sv.waiting = append(sv.waiting, fd)
+		return
 	}
 	if ok, held := sv.warn.allow("maxfork"); ok {
 		msg := fmt.Sprintf("waiter: maxfork (%d) workers busy: refusing a client", sv.cur.opts.o.Maxfork)
@@ -120,6 +121,21 @@ func (sv *supervisor) accepted(a acceptEv) {
 		sv.s.closeClient(c)
 	}
 	unix.Close(fd)
+}
+
+// startWaiting starts a worker for each client that waits for a start
+// slot, as room allows; at a stop they are closed.
+func (sv *supervisor) startWaiting() {
+	for len(sv.waiting) > 0 {
+		if sv.stopping {
+			unix.Close(sv.waiting[0])
+		} else if sv.room(sv.census()) > 0 {
+			sv.add(kindOneshot, sv.waiting[0])
+		} else {
+			return
+		}
+		sv.waiting = sv.waiting[1:]
+	}
 }
 
 // handToSpare passes the client to a waiting spare; false when none took it.

@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"strings"
 	"syscall"
@@ -118,4 +119,32 @@ func TestTERMAfterAStormOfSlowHUPs(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	t.Logf("stopped %s after the TERM, in a storm of 200 slow HUPs", time.Since(termAt).Round(time.Millisecond))
+}
+
+// TestForkingBurstPastTheAcceptQueue: 60 clients at once in forking mode,
+// past the 16 accepted clients the master's accept loop can queue for the
+// supervisor: the loop waits (the kernel's backlog holds the rest) and
+// every client is served.
+func TestForkingBurstPastTheAcceptQueue(t *testing.T) {
+	p := start(t, forking(2, 64, nil))
+	errs := make(chan error, 60)
+	for i := 0; i < 60; i++ {
+		go func() {
+			s, err := talk(p.addr, "hello")
+			if err == nil && s != "hello world\n" {
+				err = fmt.Errorf("reply %q", s)
+			}
+			errs <- err
+		}()
+	}
+	failed := 0
+	for i := 0; i < 60; i++ {
+		if err := <-errs; err != nil {
+			failed++
+			t.Log(err)
+		}
+	}
+	if failed != 0 {
+		t.Fatalf("%d of 60 clients failed", failed)
+	}
 }

@@ -98,6 +98,7 @@ type supervisor struct {
 	// connectedStarted: Accept=yes started its one worker.
 	connectedStarted bool
 	acc              *forkAcceptor
+	waiting          []int  // forking: accepted clients waiting for a start slot (fewer than maxfork)
 	shutdown         func() // refuses new clients on self-bound listeners at a stop
 
 	served, failed uint64    // by kids already reaped
@@ -225,6 +226,7 @@ func (sv *supervisor) run(ev *events) error {
 		case <-tick.C:
 			sv.tick()
 		}
+		sv.startWaiting()
 		sv.maintain()
 		sv.checkReady()
 		// One timer at most for a growth that waits for growAfter: under

@@ -352,6 +352,7 @@ func (w *fakeWorld) tick(d time.Duration) {
 
 // after is what the loop does after every event.
 func (w *fakeWorld) after(what string) {
+	w.sv.startWaiting()
 	w.sv.maintain()
 	w.sv.checkReady()
 	if !w.sv.growAt.IsZero() && !w.now.Before(w.sv.growAt) {
