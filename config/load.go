@@ -129,6 +129,9 @@ func typeName(v reflect.Value) string {
 	if _, ok := v.Interface().(Duration); ok {
 		return "a duration (seconds, or e.g. 500ms)"
 	}
+	if _, ok := v.Interface().(Size); ok {
+		return "a size (bytes, or e.g. 512M)"
+	}
 	switch v.Kind() {
 	case reflect.Bool:
 		return "true or false"

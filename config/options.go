@@ -68,6 +68,30 @@ type Options struct {
 	SSLCiphers       []string `yaml:"ssl_ciphers" json:"ssl_ciphers,omitempty"`
 	HandshakeTimeout Duration `yaml:"handshake_timeout" json:"handshake_timeout"`
 
+	// Backlog is the listen backlog of a socket waiter binds itself
+	// (0: the kernel's net.core.somaxconn, which also caps any larger
+	// value). systemd's sockets have their own (Backlog= in the .socket).
+	Backlog int `yaml:"backlog" json:"backlog,omitempty"`
+
+	// Control is the path of the master's control socket (waiterctl):
+	// "" is $RUNTIME_DIRECTORY/control under systemd and off outside it;
+	// "off" is off everywhere. It is created mode 0600, and only its
+	// owner's uid and root are answered.
+	Control string `yaml:"control" json:"control,omitempty"`
+	// MetricsListen is a host:port on which the master serves Prometheus
+	// metrics at /metrics ("" : off).
+	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen,omitempty"`
+	// MaxWorkerRSS retires a worker whose resident memory is above it,
+	// after its current client (0: off). The master samples it each second.
+	MaxWorkerRSS Size `yaml:"max_worker_rss" json:"max_worker_rss,omitempty"`
+	// MaxWorkerRSSHard kills a worker above it at once, its goroutine
+	// stacks written to the log first (0: off).
+	MaxWorkerRSSHard Size `yaml:"max_worker_rss_hard" json:"max_worker_rss_hard,omitempty"`
+	// SlowRequest (0: off) logs, once per client, the stacks of a worker
+	// busy with one client for longer than this, and the client's
+	// address; the worker goes on (request_timeout is the kill).
+	SlowRequest Duration `yaml:"slow_request" json:"slow_request,omitempty"`
+
 	// PropSigusr forwards USR1/USR2 from the master to every worker.
 	PropSigusr bool `yaml:"prop_sigusr" json:"prop_sigusr,omitempty"`
 	// Debug turns on debug log lines (log_debug).
@@ -203,7 +227,7 @@ func (o *Options) Validate() error {
 	}{
 		{"timeout", o.Timeout}, {"px_idle", o.PxIdle}, {"graceful_timeout", o.GracefulTimeout},
 		{"request_timeout", o.RequestTimeout}, {"client_timeout", o.ClientTimeout},
-		{"handshake_timeout", o.HandshakeTimeout},
+		{"handshake_timeout", o.HandshakeTimeout}, {"slow_request", o.SlowRequest},
 	} {
 		if d.v < 0 {
 			return bad(d.key, d.v, "must not be negative")
@@ -211,6 +235,36 @@ func (o *Options) Validate() error {
 	}
 	if o.Timeout < Duration(10*time.Millisecond) {
 		return bad("timeout", o.Timeout, "want at least 10ms: the accept timeout paces the idle hooks, and below that they would spin")
+	}
+	if o.Backlog < 0 || o.Backlog > 1<<20 {
+		return bad("backlog", o.Backlog, "want 0 (the kernel's somaxconn) to 1048576")
+	}
+	if o.Control != "" && o.Control != "off" && !strings.HasPrefix(o.Control, "/") {
+		return bad("control", o.Control, "want an absolute path for the control socket, or off")
+	}
+	if o.MetricsListen != "" {
+		host, port, err := net.SplitHostPort(o.MetricsListen)
+		if err != nil {
+			return bad("metrics_listen", o.MetricsListen, "want host:port, e.g. 127.0.0.1:9124")
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return bad("metrics_listen", o.MetricsListen, "port must be a number from 0 to 65535")
+		}
+		if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+			return bad("metrics_listen", o.MetricsListen, "host must be an IP address or localhost")
+		}
+	}
+	if o.MaxWorkerRSS != 0 && o.MaxWorkerRSS < 1<<20 {
+		return bad("max_worker_rss", o.MaxWorkerRSS, "want 0 (off) or at least 1M: a Go process starts above that")
+	}
+	if o.MaxWorkerRSSHard != 0 && o.MaxWorkerRSSHard < 1<<20 {
+		return bad("max_worker_rss_hard", o.MaxWorkerRSSHard, "want 0 (off) or at least 1M: a Go process starts above that")
+	}
+	if o.MaxWorkerRSS != 0 && o.MaxWorkerRSSHard != 0 && o.MaxWorkerRSSHard < o.MaxWorkerRSS {
+		return bad("max_worker_rss_hard", o.MaxWorkerRSSHard, fmt.Sprintf("must not be below max_worker_rss (%s)", o.MaxWorkerRSS))
+	}
+	if o.SlowRequest > 0 && o.SlowRequest < Duration(10*time.Millisecond) {
+		return bad("slow_request", o.SlowRequest, "want 0 (off) or at least 10ms")
 	}
 	if o.SSLVerifyMode < 0 || o.SSLVerifyMode > 2 {
 		return bad("ssl_verify_mode", o.SSLVerifyMode, "want 0 (none), 1 (verify if given) or 2 (require)")
