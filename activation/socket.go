@@ -195,7 +195,20 @@ func SockaddrToAddr(sa unix.Sockaddr) net.Addr {
 // Bind opens a listening socket on listen ("host:port", "[v6]:port", or a unix
 // socket path starting with / or @) or, when listen is empty, on
 // 127.0.0.1:port. A stale unix socket file (no one listening) is replaced.
+// Its backlog is net.core.somaxconn, as BindBacklog's with backlog 0.
 func Bind(listen string, port int) (*Socket, error) {
+	s, _, err := BindBacklog(listen, port, 0)
+	return s, err
+}
+
+// BindBacklog is Bind with the length of the accept queue: backlog
+// connections that completed their handshake may wait there for accept(2)
+// (the kernel admits one more). A backlog of 0 or less asks for the most,
+// net.core.somaxconn; a larger one is cut to it, which the kernel does
+// without a word, so the Backlog returned says what was asked and what is
+// used, for the caller to warn. The Backlog is filled in on error too.
+func BindBacklog(listen string, port, backlog int) (*Socket, Backlog, error) {
+	b := newBacklog(backlog, Somaxconn())
 	network, addr := "tcp", listen
 	if listen == "" {
 		addr = net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
@@ -208,9 +221,9 @@ func Bind(listen string, port int) (*Socket, error) {
 	l, err := net.Listen(network, addr)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("%w: %s", ErrAddrInUse, addr)
+			return nil, b, fmt.Errorf("%w: %s", ErrAddrInUse, addr)
 		}
-		return nil, fmt.Errorf("activation: listen on %s: %w", addr, err)
+		return nil, b, fmt.Errorf("activation: listen on %s: %w", addr, err)
 	}
 	if ul, ok := l.(*net.UnixListener); ok {
 		// We remove the file ourselves in Close, from the master only.
@@ -221,17 +234,26 @@ func Bind(listen string, port int) (*Socket, error) {
 	fd, err := dupRaw(l.(syscall.Conn))
 	l.Close()
 	if err != nil {
-		return nil, fmt.Errorf("activation: listen on %s: %w", addr, err)
+		return nil, b, fmt.Errorf("activation: listen on %s: %w", addr, err)
 	}
 	s, err := inspect(fd, "listen")
 	if err != nil {
 		unix.Close(fd)
-		return nil, err
+		return nil, b, err
 	}
 	if network == "unix" && strings.HasPrefix(listen, "/") {
 		s.path = listen
 	}
-	return s, nil
+	// net.Listen takes no backlog: it asks for somaxconn. listen(2) on a
+	// socket that already listens only sets its backlog (inet_listen,
+	// unix_listen and MPTCP's, which Go uses for "tcp" where the kernel has
+	// it; the tests check all three). A client that connects before this
+	// line is kept, even past the smaller backlog.
+	if err := unix.Listen(fd, b.Used); err != nil {
+		s.Close()
+		return nil, b, fmt.Errorf("activation: listen on %s: set backlog %d: %w", addr, b.Used, err)
+	}
+	return s, b, nil
 }
 
 // dupRaw returns a close-on-exec, non-blocking duplicate of c's descriptor,
