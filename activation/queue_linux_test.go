@@ -211,3 +211,61 @@ func TestKernelCapsBacklog(t *testing.T) {
 		t.Fatalf("want max %d, have %d, %v", Somaxconn(), m, err)
 	}
 }
+
+// The second listen(2) is what the kernel enforces, not just what TCP_INFO
+// reports: with backlog 4, forty clients that nobody accepts leave at most
+// 4+1 in the queue (sk_acceptq_is_full is "more than"), and the rest are
+// dropped and counted in ListenOverflows.
+func TestBacklogEnforced(t *testing.T) {
+	const backlog, clients = 4, 40
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			s, _ := bindTCP(t, p.proto, backlog)
+			before, err := ListenOverflows()
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := s.Addr.(*net.TCPAddr).Port
+			var most int64
+			for i := range clients {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer unix.Close(fd)
+				err = unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+				if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+					t.Fatalf("client %d: %v", i, err)
+				}
+				n, _, err := s.Queue()
+				if err != nil {
+					t.Fatal(err)
+				}
+				most = max(most, n)
+			}
+			n, m := waitQueue(t, s, backlog+1)
+			most = max(most, m)
+			if n != backlog+1 || most != backlog+1 {
+				t.Errorf("want the queue full at %d, have %d (at most %d)", backlog+1, n, most)
+			}
+			// The counter is the namespace's: others may add to it, never
+			// take from it, so only a rise of at least one is ours to assert.
+			var after uint64
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				if after, err = ListenOverflows(); err != nil {
+					t.Fatal(err)
+				}
+				if after > before || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if after <= before {
+				t.Errorf("ListenOverflows did not grow: %d before, %d after", before, after)
+			}
+			t.Logf("ListenOverflows +%d for %d clients beyond the queue", after-before, clients-backlog-1)
+			checkNonblock(t, s.Fd, "after the flood")
+		})
+	}
+}
