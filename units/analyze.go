@@ -44,15 +44,17 @@ var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9]+(?:\
 // `systemd-analyze security --offline=true` on each service, with threshold
 // on the 0-10 scale (2.0 is "OK" and better).
 //
-// verify refuses an ExecStart= (or ExecReload=) binary that does not exist. When daemon (the
-// Exec the units were generated with) is not installed on this machine,
-// the copies point ExecStart= at an executable stand-in instead, so that
-// everything else is still checked.
+// verify refuses an ExecStart= (or ExecReload=) binary that does not
+// exist. programs are those the units were generated to run (the daemon's
+// Exec and, if any, its Waiterctl; "" is skipped): each one that is not
+// installed on this machine is replaced in the copies by an executable
+// stand-in, so that everything else is still checked. Any other missing
+// binary is a complaint.
 //
 // It returns an error wrapping ErrNoAnalyzer when systemd-analyze is not
 // installed, ErrVerify when it complained, ErrExposure when a service is over
 // the threshold (with the Analysis filled in), or the failure to run it.
-func Analyze(ctx context.Context, files map[string][]byte, daemon string, threshold float64) (*Analysis, error) {
+func Analyze(ctx context.Context, files map[string][]byte, threshold float64, programs ...string) (*Analysis, error) {
 	tool, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoAnalyzer, err)
@@ -65,23 +67,31 @@ func Analyze(ctx context.Context, files map[string][]byte, daemon string, thresh
 	if !pathRE.MatchString(dir) {
 		return nil, fmt.Errorf("units: analyze: temporary directory %q cannot go into ExecStart=: set TMPDIR", dir)
 	}
-	stand := ""
-	if daemon != "" {
-		if _, err := os.Stat(daemon); err != nil {
-			stand = filepath.Join(dir, "bin", filepath.Base(daemon))
-			if err := os.MkdirAll(filepath.Dir(stand), 0o755); err != nil {
-				return nil, fmt.Errorf("units: analyze: %w", err)
-			}
-			if err := os.WriteFile(stand, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
-				return nil, fmt.Errorf("units: analyze: %w", err)
-			}
+	// Each stand-in in a directory of its own: two programs may share a
+	// base name.
+	stands := map[string]string{}
+	for i, prog := range programs {
+		if prog == "" || stands[prog] != "" {
+			continue
 		}
+		if _, err := os.Stat(prog); err == nil {
+			continue
+		}
+		stand := filepath.Join(dir, "bin", strconv.Itoa(i), filepath.Base(prog))
+		if err := os.MkdirAll(filepath.Dir(stand), 0o755); err != nil {
+			return nil, fmt.Errorf("units: analyze: %w", err)
+		}
+		if err := os.WriteFile(stand, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+			return nil, fmt.Errorf("units: analyze: %w", err)
+		}
+		stands[prog] = stand
 	}
 	var names, services []string
 	for name, b := range files {
-		if stand != "" {
-			b = bytes.ReplaceAll(b, []byte("\nExecStart="+daemon+" "), []byte("\nExecStart="+stand+" "))
-			b = bytes.ReplaceAll(b, []byte("\nExecReload="+daemon+" "), []byte("\nExecReload="+stand+" "))
+		for prog, stand := range stands {
+			for _, key := range []string{"\nExecStart=", "\nExecReload="} {
+				b = bytes.ReplaceAll(b, []byte(key+prog+" "), []byte(key+stand+" "))
+			}
 		}
 		if !filepath.IsLocal(name) {
 			return nil, fmt.Errorf("units: analyze: file name %q: want a path inside the directory", name)

@@ -38,13 +38,15 @@ var owned = map[string]map[string]string{
 		"Description": "set by Description (-description)",
 	},
 	"Service": {
-		"Type":           "the master talks to systemd (Type=notify)",
-		"NotifyAccess":   "only the master may talk to systemd (NotifyAccess=main)",
-		"ExecStart":      "set by Exec and Config (-exec, -config)",
-		"ExecReload":     "a reload is SIGHUP to the master",
-		"KillMode":       "a stop is SIGTERM to the master alone (KillMode=mixed), which stops its workers",
-		"TimeoutStopSec": "set by GracefulTimeout (-graceful-timeout)",
-		"WatchdogSec":    "set by Watchdog (-watchdog)",
+		"Type":            "the master talks to systemd (Type=notify)",
+		"NotifyAccess":    "only the master may talk to systemd (NotifyAccess=main)",
+		"ExecStart":       "set by Exec and Config (-exec, -config)",
+		"ExecReload":      "set by Waiterctl (-waiterctl): waiterctl reload, or else -check and SIGHUP to the master",
+		"KillMode":        "a stop is SIGTERM to the master alone (KillMode=mixed), which stops its workers",
+		"TimeoutStopSec":  "set by GracefulTimeout (-graceful-timeout)",
+		"TimeoutStartSec": "set by StartTimeout (-start-timeout), which bounds a reload too",
+		"TimeoutSec":      "it would set TimeoutStartSec= and TimeoutStopSec=, which -start-timeout and -graceful-timeout set",
+		"WatchdogSec":     "set by Watchdog (-watchdog)",
 	},
 	"Socket": {
 		"Accept":       "the Accept=yes pair is its own socket (NoAccept, -accept=false)",
@@ -107,6 +109,32 @@ func (d Directive) check() error {
 	if d.Section == "Service" {
 		if err := checkDirectories(d.Key, d.Value); err != "" {
 			return bad(err)
+		}
+	}
+	return nil
+}
+
+// checkRuntime refuses what would break NAME.service's RuntimeDirectory=NAME,
+// the control socket's directory, which the generator writes: an empty
+// RuntimeDirectory= (it resets the list, and the master would have no
+// control socket), and, with the Accept=yes pair, which gets the same
+// directives, NAME or a directory under it (an instance ending would
+// remove it under the master). Other directories are the daemon's own.
+func (d Directive) checkRuntime(name string, noAccept bool) error {
+	if d.Section != "Service" || d.Key != "RuntimeDirectory" {
+		return nil
+	}
+	bad := func(reason string) error { return directiveError(d.Section, d.String(), reason) }
+	if d.Value == "" {
+		return bad("an empty RuntimeDirectory= would drop the generator's RuntimeDirectory=" + name + ", the control socket's directory")
+	}
+	if noAccept {
+		return nil // on NAME.service alone, systemd merges a repeated directory
+	}
+	for _, f := range strings.Fields(d.Value) {
+		dir, _, _ := strings.Cut(f, ":")
+		if dir == name || strings.HasPrefix(dir, name+"/") {
+			return bad(fmt.Sprintf("%q: NAME.service has RuntimeDirectory=%s already (its control socket), and on the Accept=yes instances, which get this directive too, it would be removed whenever one ends: use another directory, or -accept=false", f, name))
 		}
 	}
 	return nil

@@ -3,8 +3,11 @@
 //
 //   - NAME.socket and NAME.service: systemd holds the listening socket and
 //     starts the daemon's master (Type=notify), which runs its pool of
-//     workers on it; reload is SIGHUP, stop is a graceful SIGTERM to the
-//     master alone (KillMode=mixed).
+//     workers on it, with its control socket in RuntimeDirectory=NAME;
+//     reload is `waiterctl reload` on that socket when Params.Waiterctl is
+//     set (so that a refused reload fails `systemctl reload`), else -check
+//     then SIGHUP; stop is a graceful SIGTERM to the master alone
+//     (KillMode=mixed).
 //   - NAME-accept.socket and NAME-accept@.service: inetd style
 //     (Accept=yes), one process per connection; Params.NoAccept leaves
 //     them out.

@@ -103,6 +103,8 @@ func (d data) vars() map[string]string {
 		"Name": d.Name, "Port": fmt.Sprint(d.Port), "AcceptPort": fmt.Sprint(d.AcceptPort),
 		"Exec": d.Exec, "Config": d.Config, "Desc": d.Desc, "Graceful": d.Graceful,
 		"Margin": d.Margin, "Stop": d.Stop, "Watchdog": d.Watchdog,
+		"Start": d.Start, "ReloadTimeout": d.ReloadTimeout, "Control": d.Control,
+		"Waiterctl": d.Waiterctl, "NoWaiterctl": d.NoWaiterctl,
 		"UnitExtra": d.UnitExtra, "ServiceExtra": d.ServiceExtra, "SocketExtra": d.SocketExtra,
 	}
 }

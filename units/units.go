@@ -24,7 +24,20 @@ const (
 	// kills its last workers at graceful_timeout (checked every 100 ms), then
 	// reaps them and runs on_server_close, before systemd's SIGKILL.
 	StopMargin = 5 * time.Second
+	// DefaultStartTimeout is TimeoutStartSec=. systemd 252 bounds a reload
+	// (ExecReload=) by it as well as a start; the master gives a new
+	// generation 60 s to become ready, so 90 s leaves waiterctl room to
+	// hear the result and say it.
+	DefaultStartTimeout = 90 * time.Second
+	// ReloadMargin is how long before TimeoutStartSec= waiterctl gives up
+	// waiting for a reload (its -timeout): it then exits 1 with its reason,
+	// rather than being killed by systemd with none.
+	ReloadMargin = 5 * time.Second
 )
+
+// ControlSocket is where the master of NAME.service listens for waiterctl:
+// $RUNTIME_DIRECTORY/control, with RuntimeDirectory=NAME.
+func ControlSocket(name string) string { return "/run/" + name + "/control" }
 
 // Params describe a daemon built on waiter. Only Name and Port are required.
 type Params struct {
@@ -51,6 +64,17 @@ type Params struct {
 	// Watchdog is WatchdogSec=; 0 means DefaultWatchdog, a negative value
 	// leaves the watchdog off.
 	Watchdog time.Duration
+	// StartTimeout is TimeoutStartSec=, which bounds a start and, on
+	// systemd 252, a reload too; 0 means DefaultStartTimeout.
+	StartTimeout time.Duration
+	// Waiterctl is the path of waiterctl on the machines the units run on,
+	// e.g. /usr/bin/waiterctl. When set, ExecReload= is `WAITERCTL -s
+	// /run/NAME/control -timeout T reload` (T is StartTimeout minus
+	// ReloadMargin), so that `systemctl reload` fails when the master
+	// refuses the file or the new generation does not start. "" keeps
+	// `NAME -check` and `kill -HUP`, which fail only on a file that -check
+	// refuses.
+	Waiterctl string
 	// NoAccept leaves out the Accept=yes pair (NAME-accept.socket and
 	// NAME-accept@.service): only NAME.socket and NAME.service are written,
 	// and AcceptPort must be 0.
@@ -65,13 +89,15 @@ type Params struct {
 }
 
 // Waiterd returns the parameters of waiterd's own units, those shipped in
-// this directory: its .deb config has graceful_timeout 20 s.
+// this directory: its .deb config has graceful_timeout 20 s, and the
+// package ships waiterctl, which reloads.
 func Waiterd() Params {
 	return Params{
 		Name:            "waiterd",
 		Port:            config.DefaultPort,
 		Description:     "waiter demo daemon",
 		GracefulTimeout: 20 * time.Second,
+		Waiterctl:       "/usr/bin/waiterctl",
 	}
 }
 
@@ -180,6 +206,11 @@ type data struct {
 	Margin   string
 	Stop     string
 	Watchdog string // "" when off
+	// TimeoutStartSec= and waiterctl's -timeout, as spans.
+	Start, ReloadTimeout string
+	// Control is the control socket's path; NoWaiterctl is "yes" when
+	// Waiterctl is "" (the templates have no {{else}}).
+	Control, NoWaiterctl string
 	// The Directives of each section, as lines ("" for none).
 	UnitExtra, ServiceExtra, SocketExtra string
 }
@@ -231,8 +262,12 @@ func (p Params) resolve() (data, error) {
 	if p.Config == "" {
 		p.Config = "/etc/" + p.Name + "/" + p.Name + ".yaml"
 	}
-	for _, f := range []struct{ field, v string }{{"Exec", p.Exec}, {"Config", p.Config}} {
+	for _, f := range []struct{ field, v string }{{"Exec", p.Exec}, {"Config", p.Config}, {"Waiterctl", p.Waiterctl}} {
 		switch {
+		case f.field == "Waiterctl" && f.v == "":
+			continue
+		case f.field == "Waiterctl" && f.v == p.Exec:
+			return bad(f.field, f.v, "is the daemon's Exec: want the path of waiterctl")
 		case !strings.HasPrefix(f.v, "/"):
 			return bad(f.field, f.v, "want an absolute path")
 		case !pathRE.MatchString(f.v):
@@ -258,11 +293,23 @@ func (p Params) resolve() (data, error) {
 	if p.GracefulTimeout < time.Second || p.GracefulTimeout > time.Hour {
 		return bad("GracefulTimeout", p.GracefulTimeout, "want 1s to 1h")
 	}
+	if p.StartTimeout == 0 {
+		p.StartTimeout = DefaultStartTimeout
+	}
+	if p.StartTimeout < 2*ReloadMargin || p.StartTimeout > time.Hour {
+		return bad("StartTimeout", p.StartTimeout, fmt.Sprintf("want %s to 1h (waiterctl's -timeout is %s less)", span(2*ReloadMargin), span(ReloadMargin)))
+	}
 	d := data{
-		Desc:     strings.ReplaceAll(p.Description, "%", "%%"),
-		Graceful: span(p.GracefulTimeout),
-		Margin:   span(StopMargin),
-		Stop:     span(p.GracefulTimeout + StopMargin),
+		Desc:          strings.ReplaceAll(p.Description, "%", "%%"),
+		Graceful:      span(p.GracefulTimeout),
+		Margin:        span(StopMargin),
+		Stop:          span(p.GracefulTimeout + StopMargin),
+		Start:         span(p.StartTimeout),
+		ReloadTimeout: span(p.StartTimeout - ReloadMargin),
+		Control:       ControlSocket(p.Name),
+	}
+	if p.Waiterctl == "" {
+		d.NoWaiterctl = "yes"
 	}
 	switch {
 	case p.Watchdog == 0:
@@ -275,6 +322,9 @@ func (p Params) resolve() (data, error) {
 	}
 	for _, di := range p.Directives {
 		if err := di.check(); err != nil {
+			return data{}, err
+		}
+		if err := di.checkRuntime(p.Name, p.NoAccept); err != nil {
 			return data{}, err
 		}
 	}

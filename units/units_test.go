@@ -68,14 +68,18 @@ func TestGolden(t *testing.T) {
 // the options waiterd's own units do not use. -update rewrites them too.
 var goldenCases = map[string]Params{
 	// A daemon that keeps state, needs the network up and reads a drop-in
-	// of its own; with the Accept=yes pair, which gets the same settings.
+	// of its own; with the Accept=yes pair, which gets the same settings,
+	// and a waiterctl of its own package (build-deb.sh -waiterctl).
 	"kvd": {
 		Name: "kvd", Port: 7300, Description: "kvd key-value store", GracefulTimeout: 10 * time.Second,
+		Waiterctl: "/usr/libexec/kvd/waiterctl",
 		Directives: []Directive{
 			{"Unit", "Wants", "network-online.target"},
 			{"Unit", "After", "network-online.target"},
 			{"Service", "StateDirectory", "kvd"},
 			{"Service", "CacheDirectory", "kvd"},
+			// Its own runtime directory, beside NAME.service's /run/kvd.
+			{"Service", "RuntimeDirectory", "kvd-sockets"},
 			{"Service", "Environment", "KVD_DATA=/var/lib/kvd"},
 			{"Service", "LimitNOFILE", "65536"},
 			{"Socket", "KeepAlive", "yes"},
@@ -85,10 +89,12 @@ var goldenCases = map[string]Params{
 			{"10-network.conf", []byte("# kvd's hooks connect nowhere: no network but its sockets.\n[Service]\nPrivateNetwork=yes\n")},
 		},
 	},
-	// Without the Accept=yes pair: two units, and port 65535 is allowed.
+	// Without the Accept=yes pair: two units, and port 65535 is allowed;
+	// reloads with -check and kill -HUP; its own RuntimeDirectory=solo
+	// repeats the generator's (systemd merges the two), and a longer start.
 	"noaccept": {
-		Name: "solo", Port: 65535, NoAccept: true, Watchdog: -1,
-		Directives: []Directive{{"Service", "LogsDirectory", "solo"}},
+		Name: "solo", Port: 65535, NoAccept: true, Watchdog: -1, StartTimeout: 2 * time.Minute,
+		Directives: []Directive{{"Service", "LogsDirectory", "solo"}, {"Service", "RuntimeDirectory", "solo"}},
 	},
 }
 
@@ -228,6 +234,12 @@ func TestGenerateDefaults(t *testing.T) {
 		{"myd.service", "Description=myd, a waiter daemon"},
 		{"myd.service", "Requires=myd.socket"},
 		{"myd.service", "ExecStart=/usr/bin/myd -config /etc/myd/myd.yaml"},
+		// No waiterctl: the file is checked, then the master signalled.
+		{"myd.service", "ExecReload=/usr/bin/myd -check -config /etc/myd/myd.yaml"},
+		{"myd.service", "ExecReload=/bin/kill -HUP $MAINPID"},
+		// The control socket's directory, /run/myd.
+		{"myd.service", "RuntimeDirectory=myd"},
+		{"myd.service", "TimeoutStartSec=90s"},
 		// waiter's default graceful_timeout (30s) plus StopMargin.
 		{"myd.service", "TimeoutStopSec=35s"},
 		{"myd.service", "WatchdogSec=10s"},
@@ -241,6 +253,17 @@ func TestGenerateDefaults(t *testing.T) {
 	} {
 		if !hasLine(files[c.file], c.line) {
 			t.Errorf("%s: no line %q in:\n%s", c.file, c.line, files[c.file])
+		}
+	}
+	// An Accept=yes instance has no control socket, and must not remove the
+	// pool's directory when it ends; nor does it reload.
+	for _, prefix := range []string{"RuntimeDirectory", "RuntimeDirectoryPreserve", "ExecReload"} {
+		for _, f := range []string{"myd.service", "myd-accept@.service"} {
+			for _, l := range unitLines(files[f]) {
+				if strings.HasPrefix(l, prefix+"=") && (f == "myd-accept@.service" || prefix == "RuntimeDirectoryPreserve") {
+					t.Errorf("%s: want no %s=, have %q", f, prefix, l)
+				}
+			}
 		}
 	}
 	// One sandbox for both services: the accept instances are no less exposed.
@@ -291,6 +314,27 @@ func TestGenerateOptions(t *testing.T) {
 		{
 			name: "sub-second graceful", p: Params{Name: "g", Port: 1, GracefulTimeout: 1500 * time.Millisecond}, file: "g.service",
 			want: []string{"TimeoutStopSec=6500ms"},
+		},
+		{
+			// waiterctl reloads, on the control socket in the service's
+			// runtime directory, giving up ReloadMargin before systemd would.
+			name: "waiterctl", p: Params{Name: "w.d", Port: 1, Waiterctl: "/usr/bin/waiterctl"}, file: "w.d.service",
+			want:  []string{"ExecReload=/usr/bin/waiterctl -s /run/w.d/control -timeout 85s reload", "RuntimeDirectory=w.d", "TimeoutStartSec=90s"},
+			never: []string{"ExecReload=/bin/kill", "ExecReload=/usr/bin/w.d ", "# The file is checked first"},
+		},
+		{
+			name: "waiterctl, longer start", p: Params{Name: "w", Port: 1, Waiterctl: "/opt/w/ctl", StartTimeout: 3 * time.Minute}, file: "w.service",
+			want: []string{"ExecReload=/opt/w/ctl -s /run/w/control -timeout 175s reload", "TimeoutStartSec=180s"},
+		},
+		{
+			name: "sub-second start", p: Params{Name: "w", Port: 1, Waiterctl: "/usr/bin/waiterctl", StartTimeout: 20500 * time.Millisecond}, file: "w.service",
+			want: []string{"ExecReload=/usr/bin/waiterctl -s /run/w/control -timeout 15500ms reload", "TimeoutStartSec=20500ms"},
+		},
+		{
+			// Without waiterctl, no word of it in ExecReload=.
+			name: "no waiterctl", p: Params{Name: "k", Port: 1}, file: "k.service",
+			want:  []string{"ExecReload=/usr/bin/k -check -config /etc/k/k.yaml", "ExecReload=/bin/kill -HUP $MAINPID"},
+			never: []string{"ExecReload=/usr/bin/waiterctl", "# waiterctl asks the master"},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -358,6 +402,28 @@ func TestGenerateInvalid(t *testing.T) {
 		{"negative graceful", with(func(p *Params) { p.GracefulTimeout = -time.Second }), "GracefulTimeout"},
 		{"graceful 2h", with(func(p *Params) { p.GracefulTimeout = 2 * time.Hour }), "GracefulTimeout"},
 		{"watchdog 100ms", with(func(p *Params) { p.Watchdog = 100 * time.Millisecond }), "Watchdog"},
+		{"relative waiterctl", with(func(p *Params) { p.Waiterctl = "waiterctl" }), "Waiterctl"},
+		{"waiterctl with space", with(func(p *Params) { p.Waiterctl = "/usr/bin/waiter ctl" }), "Waiterctl"},
+		{"waiterctl is a directory", with(func(p *Params) { p.Waiterctl = "/usr/bin/" }), "Waiterctl"},
+		// A mix-up of -exec and -waiterctl: the daemon has no reload command.
+		{"waiterctl is the daemon", with(func(p *Params) { p.Waiterctl = "/usr/bin/myd" }), "Waiterctl"},
+		// waiterctl's -timeout would be under ReloadMargin.
+		{"start timeout 5s", with(func(p *Params) { p.StartTimeout = 5 * time.Second }), "StartTimeout"},
+		{"negative start timeout", with(func(p *Params) { p.StartTimeout = -time.Second }), "StartTimeout"},
+		{"start timeout 2h", with(func(p *Params) { p.StartTimeout = 2 * time.Hour }), "StartTimeout"},
+		{"start timeout as a directive", with(func(p *Params) { p.Directives = []Directive{{"Service", "TimeoutStartSec", "30"}} }), "Directives"},
+		// It would reset the list, the control socket's directory with it.
+		{"empty runtime directory", with(func(p *Params) { p.Directives = []Directive{{"Service", "RuntimeDirectory", ""}} }), "Directives"},
+		// An Accept=yes instance ending would remove /run/myd under the master.
+		{"the pool's runtime directory with the accept pair", with(func(p *Params) {
+			p.Directives = []Directive{{"Service", "RuntimeDirectory", "other myd"}}
+		}), "Directives"},
+		{"under the pool's runtime directory with the accept pair", with(func(p *Params) {
+			p.Directives = []Directive{{"Service", "RuntimeDirectory", "myd/sub"}}
+		}), "Directives"},
+		{"the pool's runtime directory linked", with(func(p *Params) {
+			p.Directives = []Directive{{"Service", "RuntimeDirectory", "myd:myd-link"}}
+		}), "Directives"},
 		{"accept port without accept pair", with(func(p *Params) { p.NoAccept, p.AcceptPort = true, 7001 }), "AcceptPort"},
 		{"directive in no section", with(func(p *Params) { p.Directives = []Directive{{"", "StateDirectory", "x"}} }), "Directives"},
 		{"directive with a newline", with(func(p *Params) { p.Directives = []Directive{{"Service", "Environment", "A=1\nUser=root"}} }), "Directives"},
@@ -405,11 +471,11 @@ func needAnalyzer(t *testing.T) {
 
 // analyze runs Analyze with a deadline and checks that the units are clean:
 // verify prints nothing, and every service is rated at most threshold.
-func analyze(t *testing.T, what string, files map[string][]byte, daemon string) {
+func analyze(t *testing.T, what string, files map[string][]byte, programs ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := Analyze(ctx, files, daemon, threshold)
+	a, err := Analyze(ctx, files, threshold, programs...)
 	if a != nil {
 		for _, s := range sortedKeys(a.Exposure) {
 			t.Logf("%s: systemd-analyze security rates %s %.1f", what, s, a.Exposure[s])
@@ -461,7 +527,10 @@ func TestAnalyzeWaiterd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	analyze(t, "waiterd", files, p.Exec)
+	if p.Waiterctl == "" {
+		t.Fatal("waiterd's units reload without waiterctl; its package ships it")
+	}
+	analyze(t, "waiterd", files, p.Exec, p.Waiterctl)
 }
 
 func TestAnalyzeGenerated(t *testing.T) {
@@ -471,6 +540,13 @@ func TestAnalyzeGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	analyze(t, "myd", files, "/opt/myd/bin/myd")
+	// With waiterctl, which has the same base name as nothing here but
+	// must be stood in for all the same; the daemon's "" is skipped.
+	files, err = Generate(Params{Name: "myd", Port: 7000, Exec: "/opt/myd/bin/myd", Waiterctl: "/opt/myd/bin/waiterctl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	analyze(t, "myd with waiterctl", files, "/opt/myd/bin/myd", "", "/opt/myd/bin/waiterctl")
 }
 
 // TestAnalyzeCatches shows that Analyze fails units that are wrong or
@@ -512,6 +588,9 @@ func TestAnalyzeCatches(t *testing.T) {
 		{"missing socket", func() map[string][]byte { m := clone(); delete(m, "bad.socket"); return m }(), ErrVerify, "bad.socket"},
 		// ExecStart= names a binary other than the daemon's: no stand-in.
 		{"missing binary", copyWith("bad-accept@.service", "ExecStart=/usr/bin/bad ", "ExecStart=/nonexistent/bad "), ErrVerify, "/nonexistent/bad"},
+		// ExecReload= runs a waiterctl that Analyze was not told of.
+		{"missing waiterctl", copyWith("bad.service", "ExecReload=/usr/bin/bad -check -config /etc/bad/bad.yaml\nExecReload=/bin/kill -HUP $MAINPID",
+			"ExecReload=/nonexistent/waiterctl -s /run/bad/control reload"), ErrVerify, "/nonexistent/waiterctl"},
 		{"no sandbox", func() map[string][]byte {
 			m := clone()
 			s := string(m["bad.service"])
@@ -526,7 +605,7 @@ func TestAnalyzeCatches(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			a, err := Analyze(ctx, c.files, "/usr/bin/bad", threshold)
+			a, err := Analyze(ctx, c.files, threshold, "/usr/bin/bad")
 			if !errors.Is(err, c.want) {
 				t.Fatalf("want %v, have %v", c.want, err)
 			}
@@ -557,7 +636,7 @@ func TestAnalyzeGoldenCases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		analyze(t, name, files, p.Exec)
+		analyze(t, name, files, p.Exec, p.Waiterctl)
 	}
 }
 
@@ -671,6 +750,60 @@ func TestGenerateNoAccept(t *testing.T) {
 	}
 }
 
+// TestGenerateRuntimeDirectory: the daemon's own RuntimeDirectory= goes
+// with the generator's, which stays first (the master takes the first of
+// $RUNTIME_DIRECTORY's list for its control socket) and only in NAME.service.
+func TestGenerateRuntimeDirectory(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		p        Params
+		pool     []string // NAME.service's RuntimeDirectory= lines, in order
+		instance []string // NAME-accept@.service's
+	}{
+		{
+			name: "none of its own",
+			p:    Params{Name: "myd", Port: 7000},
+			pool: []string{"RuntimeDirectory=myd"},
+		},
+		{
+			// Its own directories on both services, as every directive.
+			name:     "its own",
+			p:        Params{Name: "myd", Port: 7000, Directives: []Directive{{"Service", "RuntimeDirectory", "myd-sockets myd-x/y"}}},
+			pool:     []string{"RuntimeDirectory=myd", "RuntimeDirectory=myd-sockets myd-x/y"},
+			instance: []string{"RuntimeDirectory=myd-sockets myd-x/y"},
+		},
+		{
+			// With one service only, repeating the generator's is allowed:
+			// systemd merges a directory listed twice.
+			name: "the same, without the accept pair",
+			p:    Params{Name: "myd", Port: 7000, NoAccept: true, Directives: []Directive{{"Service", "RuntimeDirectory", "myd myd/sub"}}},
+			pool: []string{"RuntimeDirectory=myd", "RuntimeDirectory=myd myd/sub"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			files, err := Generate(c.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := func(f string) []string {
+				var out []string
+				for _, l := range unitLines(files[f]) {
+					if strings.HasPrefix(l, "RuntimeDirectory") {
+						out = append(out, l)
+					}
+				}
+				return out
+			}
+			if have := lines("myd.service"); fmt.Sprint(have) != fmt.Sprint(c.pool) {
+				t.Errorf("myd.service: want %q, have %q", c.pool, have)
+			}
+			if have := lines("myd-accept@.service"); fmt.Sprint(have) != fmt.Sprint(c.instance) {
+				t.Errorf("myd-accept@.service: want %q, have %q", c.instance, have)
+			}
+		})
+	}
+}
+
 func sortedNames(files map[string][]byte) string {
 	var n []string
 	for k := range files {
@@ -752,6 +885,9 @@ func TestParseDirective(t *testing.T) {
 		{"Service", "Type=simple", "Type=notify"},
 		{"Service", "KillMode=process", "KillMode=mixed"},
 		{"Service", "TimeoutStopSec=5", "-graceful-timeout"},
+		{"Service", "TimeoutStartSec=5", "-start-timeout"},
+		{"Service", "TimeoutSec=5", "-start-timeout and -graceful-timeout"},
+		{"Service", "ExecReload=/bin/true", "-waiterctl"},
 		{"Service", "WatchdogSec=0", "-watchdog"},
 		{"Unit", "Description=x", "-description"},
 		{"Socket", "Accept=yes", "-accept=false"},

@@ -28,6 +28,7 @@ var unitFlags = map[string]string{
 	"Name": "-name", "Port": "-port", "AcceptPort": "-accept-port", "Exec": "-exec",
 	"Config": "-config", "Description": "-description",
 	"GracefulTimeout": "-graceful-timeout", "Watchdog": "-watchdog",
+	"StartTimeout": "-start-timeout", "Waiterctl": "-waiterctl",
 	"Directives": "-service-directive, -unit-directive or -socket-directive", "DropIns": "-dropin",
 }
 
@@ -39,7 +40,8 @@ var unitFlags = map[string]string{
 // into DIR (-accept=false: the first two only), each -dropin FILE.conf into
 // each service's NAME.service.d/, and the -service-directive,
 // -unit-directive and -socket-directive settings into the units; -out -
-// (the default) prints them.
+// (the default) prints them. With -waiterctl PATH, ExecReload= runs
+// `PATH -s /run/NAME/control reload`.
 func unitsMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("waiterd units", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -52,6 +54,8 @@ func unitsMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&p.Description, "description", "", `Description= (default "NAME, a waiter daemon")`)
 	graceful := fs.Duration("graceful-timeout", config.DefaultGracefulTimeout.D(), "the daemon's graceful_timeout; TimeoutStopSec= is this plus 5s")
 	watchdog := fs.Duration("watchdog", units.DefaultWatchdog, "WatchdogSec=; 0 leaves the watchdog off")
+	fs.DurationVar(&p.StartTimeout, "start-timeout", units.DefaultStartTimeout, "TimeoutStartSec=, which bounds a reload too (waiterctl's -timeout is 5s less)")
+	fs.StringVar(&p.Waiterctl, "waiterctl", "", "waiterctl's `path` on the target machine, e.g. /usr/bin/waiterctl: ExecReload= runs `waiterctl reload`, which fails when the master refuses the file (default: NAME -check, then kill -HUP)")
 	accept := fs.Bool("accept", true, "write the Accept=yes pair too (NAME-accept.socket, NAME-accept@.service); -accept=false leaves it out")
 	for _, d := range []struct{ flag, section, where string }{
 		{"service-directive", "Service", "[Service] of the services, e.g. StateDirectory=NAME"},
@@ -107,6 +111,10 @@ func unitsMain(args []string, stdout, stderr io.Writer) int {
 	if *graceful == 0 {
 		// Params' zero would mean waiter's default, not what was typed.
 		fmt.Fprintln(stderr, "waiterd units: -graceful-timeout 0: want the daemon's graceful_timeout, 1s to 1h")
+		return unitsUsage
+	}
+	if p.StartTimeout == 0 {
+		fmt.Fprintln(stderr, "waiterd units: -start-timeout 0: want TimeoutStartSec=, 10s to 1h")
 		return unitsUsage
 	}
 	p.GracefulTimeout = *graceful
@@ -183,7 +191,7 @@ func writeUnits(p units.Params, files map[string][]byte, out string, check bool,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := units.Analyze(ctx, files, p.Exec, 2.0)
+	a, err := units.Analyze(ctx, files, 2.0, p.Exec, p.Waiterctl)
 	if a != nil {
 		for _, name := range names {
 			if v, ok := a.Exposure[name]; ok {

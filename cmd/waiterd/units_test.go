@@ -65,7 +65,7 @@ func TestUnitsWaiterd(t *testing.T) {
 	p := units.Waiterd()
 	dir := t.TempDir()
 	code, _, stderr := runUnits("-name", p.Name, "-port", strconv.Itoa(p.Port), "-description", p.Description,
-		"-graceful-timeout", p.GracefulTimeout.String(), "-out", dir)
+		"-graceful-timeout", p.GracefulTimeout.String(), "-waiterctl", p.Waiterctl, "-out", dir)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -132,6 +132,65 @@ func TestUnitsWatchdogOff(t *testing.T) {
 	}
 }
 
+// TestUnitsWaiterctl: -waiterctl makes ExecReload= run waiterctl on the
+// control socket, with a -timeout under -start-timeout; without it the
+// file is checked and the master signalled.
+func TestUnitsWaiterctl(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		args  []string
+		want  []string // lines of myd.service
+		never []string // line prefixes it must not have
+	}{
+		{
+			name:  "default",
+			want:  []string{"RuntimeDirectory=myd", "TimeoutStartSec=90s", "ExecReload=/usr/bin/myd -check -config /etc/myd/myd.yaml", "ExecReload=/bin/kill -HUP $MAINPID"},
+			never: []string{"ExecReload=/usr/bin/waiterctl"},
+		},
+		{
+			name:  "waiterctl",
+			args:  []string{"-waiterctl", "/usr/bin/waiterctl"},
+			want:  []string{"RuntimeDirectory=myd", "TimeoutStartSec=90s", "ExecReload=/usr/bin/waiterctl -s /run/myd/control -timeout 85s reload"},
+			never: []string{"ExecReload=/bin/kill", "ExecReload=/usr/bin/myd"},
+		},
+		{
+			name: "waiterctl and a longer start",
+			args: []string{"-waiterctl", "/usr/libexec/myd/waiterctl", "-start-timeout", "3m"},
+			want: []string{"TimeoutStartSec=180s", "ExecReload=/usr/libexec/myd/waiterctl -s /run/myd/control -timeout 175s reload"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, stdout, stderr := runUnits(append([]string{"-name", "myd", "-port", "7000"}, c.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			_, svc, _ := strings.Cut(stdout, "==> myd.service <==\n")
+			svc, _, _ = strings.Cut(svc, "\n==> ")
+			lines := strings.Split(svc, "\n")
+			for _, w := range c.want {
+				found := false
+				for _, l := range lines {
+					found = found || l == w
+				}
+				if !found {
+					t.Errorf("no line %q in myd.service:\n%s", w, svc)
+				}
+			}
+			for _, n := range c.never {
+				for _, l := range lines {
+					if strings.HasPrefix(l, n) {
+						t.Errorf("want no line starting %q, have %q", n, l)
+					}
+				}
+			}
+			_, inst, _ := strings.Cut(stdout, "==> myd-accept@.service <==\n")
+			if strings.Contains(inst, "\nRuntimeDirectory=") || strings.Contains(inst, "\nExecReload=") {
+				t.Errorf("myd-accept@.service: want no RuntimeDirectory= or ExecReload=:\n%s", inst)
+			}
+		})
+	}
+}
+
 func TestUnitsBadFlags(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
@@ -179,6 +238,14 @@ func TestUnitsBadFlags(t *testing.T) {
 		{"drop-in not .conf", []string{"-name", "myd", "-port", "7000", "-dropin", file}, 2, "ending in .conf"},
 		{"accept port without accept pair", []string{"-name", "myd", "-port", "7000", "-accept=false", "-accept-port", "7001"}, 2,
 			`-accept-port "7001": no Accept=yes pair`},
+		{"relative waiterctl", []string{"-name", "myd", "-port", "7000", "-waiterctl", "waiterctl"}, 2, `-waiterctl "waiterctl": want an absolute path`},
+		{"waiterctl is the daemon", []string{"-name", "myd", "-port", "7000", "-waiterctl", "/usr/bin/myd"}, 2, `-waiterctl "/usr/bin/myd": is the daemon's Exec`},
+		{"start timeout zero", []string{"-name", "myd", "-port", "7000", "-start-timeout", "0"}, 2, "-start-timeout 0"},
+		{"start timeout too short", []string{"-name", "myd", "-port", "7000", "-start-timeout", "5s"}, 2, `-start-timeout "5s": want 10s to 1h`},
+		{"start timeout as a directive", []string{"-name", "myd", "-port", "7000", "-service-directive", "TimeoutStartSec=5min"}, 2,
+			"-start-timeout"},
+		{"the pool's runtime directory on the accept pair", []string{"-name", "myd", "-port", "7000", "-service-directive", "RuntimeDirectory=myd"}, 2,
+			"RuntimeDirectory=myd already (its control socket)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, stdout, stderr := runUnits(c.args...)
@@ -228,8 +295,12 @@ func TestUnitsAnalyze(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	ctl := filepath.Join(tmp, "bin", "waiterctl")
+	if err := os.WriteFile(ctl, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(tmp, "units")
-	code, _, stderr := runUnits("-name", "myd", "-port", "7000", "-exec", bin, "-out", dir)
+	code, _, stderr := runUnits("-name", "myd", "-port", "7000", "-exec", bin, "-waiterctl", ctl, "-out", dir)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -269,10 +340,11 @@ func TestUnitsAnalyze(t *testing.T) {
 }
 
 // TestUnitsCheck: -check reports each service's exposure, with the daemon's
-// binary not installed (Analyze stands in for it).
+// binary and waiterctl not installed (Analyze stands in for them).
 func TestUnitsCheck(t *testing.T) {
 	needAnalyzer(t)
-	code, _, stderr := runUnits("-name", "myd", "-port", "7000", "-exec", "/nonexistent/myd", "-out", t.TempDir(), "-check")
+	code, _, stderr := runUnits("-name", "myd", "-port", "7000", "-exec", "/nonexistent/myd", "-waiterctl", "/nonexistent/waiterctl",
+		"-out", t.TempDir(), "-check")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
