@@ -1,9 +1,10 @@
 #!/bin/bash
 # Installs what `make test` needs on a fresh Debian 12 machine: systemd's
-# tools (systemd-socket-activate, systemd-analyze), the .deb tool chain, and
+# tools (systemd-socket-activate, systemd-analyze), the .deb tool chain, tmux
+# (the terminal waiterctl top is tested in), and
 # what the end-to-end suite boots a container with. Idempotent.
 set -euo pipefail
-need=(systemd systemd-container debootstrap zstd dpkg-dev debhelper fakeroot lintian iproute2 procps gcc)
+need=(systemd systemd-container debootstrap zstd dpkg-dev debhelper fakeroot lintian iproute2 procps gcc tmux)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -36,6 +36,7 @@ func fieldsOf(t *testing.T, out, first string) []string {
 // TestStatusTable reads the tables back: the header block, a queue of -1
 // as "-", the busy worker's peer and busy time, sizes and durations.
 func TestStatusTable(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	m := startMaster(t, sock, canned())
 	r := waiterctl(t, nil, "-s", sock, "status")
@@ -110,6 +111,7 @@ func TestStatusTable(t *testing.T) {
 // TestStatusJSON: -json is the Status itself, for scripts: it decodes,
 // strictly, into what the master served.
 func TestStatusJSON(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	startMaster(t, sock, canned())
 	for _, args := range [][]string{{"-json", "status"}, {"status", "-json"}} {
@@ -133,6 +135,7 @@ func TestStatusJSON(t *testing.T) {
 // TestReload: one line, on stdout when it worked, on stderr when it did
 // not, with the exit status that makes `systemctl reload` fail.
 func TestReload(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	m := startMaster(t, sock, canned())
 	cases := []struct {
@@ -187,6 +190,7 @@ func TestReload(t *testing.T) {
 // TestReloadTimeout: a master that never answers is given -timeout, then
 // waiterctl gives up with exitSocket, naming the socket.
 func TestReloadTimeout(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	m := startMaster(t, sock, canned())
 	m.setHandler(control.CmdReload, func(ctx context.Context, _ control.Request) control.Reply {
@@ -206,6 +210,7 @@ func TestReloadTimeout(t *testing.T) {
 // TestWorkers: a signed change is sent as asked; anything else is a usage
 // error that never reaches the master.
 func TestWorkers(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	m := startMaster(t, sock, canned()) // prefork 4
 	var result control.WorkersResult
@@ -281,6 +286,7 @@ func TestWorkers(t *testing.T) {
 
 // TestWorkersForking: in forking mode the target is the spares.
 func TestWorkersForking(t *testing.T) {
+	t.Parallel()
 	st := canned()
 	st.Mode, st.Prefork, st.Spares = "forking", 0, 2
 	sock := filepath.Join(shortDir(t), "control")
@@ -297,6 +303,7 @@ func TestWorkersForking(t *testing.T) {
 
 // TestStacks prints a worker's stacks, and the master's no.
 func TestStacks(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	m := startMaster(t, sock, canned())
 	const stacks = "goroutine 1 [IO wait]:\nmain.main()\n\t/src/main.go:12 +0x1d"
@@ -328,6 +335,7 @@ func TestStacks(t *testing.T) {
 
 // TestErrorReply: the master's error is exit status 1, with its words.
 func TestErrorReply(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	m := startMaster(t, sock, canned())
 	m.setHandler(control.CmdStatus, func(context.Context, control.Request) control.Reply {
@@ -343,6 +351,7 @@ func TestErrorReply(t *testing.T) {
 // TestUnreachable: a socket that cannot be reached, or breaks, is exit
 // status 3 with its path and the cause.
 func TestUnreachable(t *testing.T) {
+	t.Parallel()
 	dir := shortDir(t)
 	regular := filepath.Join(dir, "regular")
 	if err := os.WriteFile(regular, []byte("not a socket\n"), 0o644); err != nil {
@@ -398,6 +407,7 @@ func TestUnreachable(t *testing.T) {
 // TestPermissionDenied: the socket is mode 0600; another user's connect
 // fails in the kernel, before the master's SO_PEERCRED check.
 func TestPermissionDenied(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, to run waiterctl as nobody")
 	}
@@ -422,6 +432,7 @@ func TestPermissionDenied(t *testing.T) {
 // TestUsage: bad commands, flags and arguments are exit status 2; -h is
 // the usage, naming every command and the exit statuses.
 func TestUsage(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	m := startMaster(t, sock, canned())
 	cases := []struct {
@@ -463,6 +474,7 @@ func TestUsage(t *testing.T) {
 // TestSocketDefault: -s defaults to $WAITER_CONTROL, else the packaged
 // path.
 func TestSocketDefault(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	startMaster(t, sock, canned())
 	r := waiterctl(t, []string{"WAITER_CONTROL=" + sock}, "status")
@@ -479,6 +491,7 @@ func TestSocketDefault(t *testing.T) {
 
 // TestTopNeedsTerminal: without a controlling terminal top says so.
 func TestTopNeedsTerminal(t *testing.T) {
+	t.Parallel()
 	sock := filepath.Join(shortDir(t), "control")
 	startMaster(t, sock, canned())
 	cmd := exec.Command(bin, "-s", sock, "top")

@@ -40,7 +40,7 @@ func duration(d time.Duration) string {
 	case d < 9950*time.Millisecond: // not "10.0s"
 		return fmt.Sprintf("%.1fs", d.Seconds())
 	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
+		return fmt.Sprintf("%ds", int(d.Round(time.Second).Seconds()))
 	case d < time.Hour:
 		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
 	case d < 24*time.Hour:

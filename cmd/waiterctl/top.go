@@ -250,7 +250,10 @@ func (v *topView) lines(width, height int) []line {
 	}
 	if r.err != nil {
 		add(pad(fmt.Sprintf("waiterctl top: %s  %s", v.socket, r.at.Format("15:04:05")), width), reverse)
-		add(oneLine(r.err.Error())+"; retrying each second (q quits)", bold)
+		// Wrapped, not cut: the end of the message is often the cause.
+		for _, l := range wrap(oneLine(r.err.Error())+"; retrying each second (q quits)", width) {
+			add(l, bold)
+		}
 		return out
 	}
 	st := r.st
@@ -331,6 +334,28 @@ func clip(s string, width int) string {
 		return string(r[:width])
 	}
 	return s
+}
+
+// wrap breaks s into lines of at most width columns, at spaces where it
+// can.
+func wrap(s string, width int) []string {
+	var lines []string
+	for r := []rune(s); len(r) > 0; {
+		if len(r) <= width {
+			lines = append(lines, string(r))
+			break
+		}
+		cut := width
+		for i := width; i > width/2; i-- {
+			if r[i] == ' ' {
+				cut = i
+				break
+			}
+		}
+		lines = append(lines, strings.TrimRight(string(r[:cut]), " "))
+		r = []rune(strings.TrimLeft(string(r[cut:]), " "))
+	}
+	return lines
 }
 
 // pad fills s to width, so that a reversed header spans the screen.
