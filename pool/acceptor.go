@@ -36,6 +36,7 @@ type acceptor struct {
 	events  []unix.EpollEvent
 	pending []int // listener indexes reported ready, not yet tried
 	raw     bool  // wait without the scheduler's knowledge (see wait)
+	last    int   // the listener index of the last accepted client
 	// pause grows after each accept error (EMFILE and the like) and is
 	// slept before the next try: the listener stays readable, and without
 	// it a level-triggered wait would spin and flood the log.
@@ -99,6 +100,7 @@ func (a *acceptor) accept(timeout time.Duration) (int, net.Addr, error) {
 			switch {
 			case err == nil:
 				a.pause = 0
+				a.last = i
 				return nfd, activation.SockaddrToAddr(sa), nil
 			case err == unix.EAGAIN:
 				// Another process took it: a wasted wake-up, counted so

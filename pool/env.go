@@ -20,14 +20,15 @@ const (
 	envMaster  = "WAITER_MASTER"  // master pid (get_parent_pid)
 	envOptions = "WAITER_OPTIONS" // the master's options, JSON
 	envNames   = "WAITER_NAMES"   // listener names, ':'-separated
-	envHandoff = "WAITER_HANDOFF" // "spare": fd 6 is a socket the client arrives on
+	envHandoff = "WAITER_HANDOFF" // "spare": fd 7 is a socket the client arrives on
 	envCarry   = "WAITER_CARRY"   // the program's own settings (Server.Carry), JSON
 	envTLS     = "WAITER_TLS_FD"  // a memfd with the TLS files the master read (activation.TLSPEM, JSON)
 
 	fdScoreboard = 3 // memfd
 	fdLifeline   = 4 // read end of a pipe: EOF means the master is gone
 	fdEvents     = 5 // write end of the master's event pipe
-	fdFirst      = 6 // listeners (prefork), the client (oneshot), or the handoff socket (spare)
+	fdStacks     = 6 // the workers' end of the stacks socket (stacks.go)
+	fdFirst      = 7 // listeners (prefork), the client (oneshot), or the handoff socket (spare)
 )
 
 const (

@@ -15,6 +15,7 @@ import (
 
 type acceptEv struct {
 	fd      int
+	ln      int // the listener's index
 	err     error
 	timeout bool
 }
@@ -52,7 +53,7 @@ func (fa *forkAcceptor) loop() {
 		fd, _, err := fa.acc.accept(time.Duration(fa.timeout.Load()))
 		switch {
 		case err == nil:
-			fa.out <- acceptEv{fd: fd}
+			fa.out <- acceptEv{fd: fd, ln: fa.acc.last}
 		case err == errTimeout:
 			fa.out <- acceptEv{fd: -1, timeout: true}
 		case err == errWoken:
@@ -94,16 +95,16 @@ func (sv *supervisor) accepted(a acceptEv) {
 		if c != nil {
 			c.Close() // the master's view only; the worker has its own fd
 		}
-		if sv.handToSpare(fd) {
+		if sv.handToSpare(a) {
 			return
 		}
 		if sv.room(sv.census()) > 0 {
-			sv.add(kindOneshot, fd)
+			sv.addOneshot(a)
 			return
 		}
 		// Below maxfork but every start slot is taken (a burst): the
 		// client waits here for one (startWaiting), not refused.
-		sv.waiting = append(sv.waiting, fd)
+		sv.waiting = append(sv.waiting, a)
 		return
 	}
 	if ok, held := sv.warn.allow("maxfork"); ok {
@@ -128,9 +129,9 @@ func (sv *supervisor) accepted(a acceptEv) {
 func (sv *supervisor) startWaiting() {
 	for len(sv.waiting) > 0 {
 		if sv.stopping {
-			unix.Close(sv.waiting[0])
+			unix.Close(sv.waiting[0].fd)
 		} else if sv.room(sv.census()) > 0 {
-			sv.add(kindOneshot, sv.waiting[0])
+			sv.addOneshot(sv.waiting[0])
 		} else {
 			return
 		}
@@ -138,9 +139,18 @@ func (sv *supervisor) startWaiting() {
 	}
 }
 
+// addOneshot starts a worker with the client; the slot learns its listener
+// for the per-listener counts (the worker counts it when done).
+func (sv *supervisor) addOneshot(a acceptEv) {
+	k := sv.add(kindOneshot, a.fd)
+	sv.sb.Slot(k.slot).setListener(a.ln)
+}
+
 // handToSpare passes the client to a waiting spare; false when none took it.
-func (sv *supervisor) handToSpare(fd int) bool {
+func (sv *supervisor) handToSpare(a acceptEv) bool {
+	fd := a.fd
 	for _, k := range sv.waitingSpares() {
+		sv.sb.Slot(k.slot).setListener(a.ln)
 		err := sendFD(k.handoff, fd)
 		sv.closeHandoff(k)
 		if err != nil {

@@ -26,6 +26,9 @@ type procHost struct {
 	lifeW   int
 	evR     int
 	evW     int
+	stW     int      // the workers' end of the stacks socket
+	stR     *os.File // the master's end
+	stacks  *stacksBroker
 }
 
 var errSpawnerFull = errors.New("pool: the spawner's queue is full (a supervisor bug: room() bounds it)")
@@ -43,6 +46,16 @@ func newProcHost(s *Server, sb *scoreboard, ev *events) (*procHost, error) {
 		return nil, fmt.Errorf("pool: event pipe: %w", err)
 	}
 	h.evR, h.evW = p[0], p[1]
+	str, stw, err := stacksSocket()
+	if err != nil {
+		for _, fd := range []int{h.lifeR, h.lifeW, h.evR, h.evW} {
+			unix.Close(fd)
+		}
+		return nil, err
+	}
+	unix.SetNonblock(str, true) // before NewFile: in the netpoller
+	h.stR, h.stW, h.stacks = os.NewFile(uintptr(str), "waiter-stacks"), stw, newStacksBroker()
+	go readStacks(h.stR, h.stacks)
 	// The master's environment, filtered once: every spawn only appends.
 	h.baseEnv = workerEnv(os.Environ(), nil)
 	if _, ok := os.LookupEnv("GOTRACEBACK"); !ok {
@@ -65,6 +78,8 @@ func (h *procHost) close() {
 	unix.Close(h.lifeW)
 	unix.Close(h.lifeR)
 	unix.Close(h.evW) // ends readEvents
+	unix.Close(h.stW)
+	h.stR.Close() // ends readStacks
 }
 
 func (h *procHost) readEvents() {
@@ -101,7 +116,7 @@ func (h *procHost) start(k *kid) {
 	if g.carry != "" {
 		vars[envCarry] = g.carry
 	}
-	files := []int{h.sb.Fd(), h.lifeR, h.evW}
+	files := []int{h.sb.Fd(), h.lifeR, h.evW, h.stW}
 	var closeAfter []int
 	switch k.kind {
 	case kindWorker:

@@ -41,6 +41,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv("WAITERTEST_WORKER_FAILS") != "" && pool.IsWorker() {
 		os.Exit(5) // a worker that cannot start
 	}
+	if f := os.Getenv("WAITERTEST_WORKER_FAILS_IF"); f != "" && pool.IsWorker() {
+		if _, err := os.Stat(f); err == nil {
+			os.Exit(5) // workers started while the file exists cannot start
+		}
+	}
+	if path := os.Getenv("WAITERTEST_CTLCLIENT"); path != "" {
+		ctlClientMain(path)
+	}
 	if os.Getenv(envScenario) != "" {
 		code := pool.ExitCode(scenarioServer().Run())
 		// Run returns only in the master: a worker ends inside it
@@ -163,7 +171,32 @@ func scenarioServer() *pool.Server {
 		r := bufio.NewReader(c)
 		cmd, _ := r.ReadString('\n')
 		c.SetReadDeadline(time.Time{})
-		switch strings.TrimSpace(cmd) {
+		cmd = strings.TrimSpace(cmd)
+		if n, ok := strings.CutPrefix(cmd, "alloc "); ok {
+			// Grows this worker's resident memory by n MiB (touched, and
+			// kept), then holds until the client closes.
+			mb, _ := strconv.Atoi(n)
+			// mmap'd, not Go's heap: the race detector keeps no shadow
+			// of it, so the RSS grows by n MiB in race builds too.
+			b, err := syscall.Mmap(-1, 0, mb<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+			if err != nil {
+				return err
+			}
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			ballast = append(ballast, b)
+			io.WriteString(c, "allocated\n")
+			io.Copy(io.Discard, r)
+			return nil
+		}
+		if ms, ok := strings.CutPrefix(cmd, "sleep "); ok {
+			d, _ := strconv.Atoi(ms)
+			time.Sleep(time.Duration(d) * time.Millisecond)
+			_, err := io.WriteString(c, "slept\n")
+			return err
+		}
+		switch cmd {
 		case "hello":
 			_, err := io.WriteString(c, "hello world\n")
 			return err
@@ -326,3 +359,6 @@ func scenarioBlock() {
 }
 
 var _ = testing.Short
+
+// ballast keeps what "alloc" allocated.
+var ballast [][]byte

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"fmt"
 	"syscall"
 	"time"
 
@@ -194,15 +195,16 @@ func (sv *supervisor) shrink(now time.Time) {
 	}
 	if pick != nil {
 		sv.log.Debugf("waiter: worker pid %d idle for %s (px_idle): retiring it", pick.pid, px)
+		pick.cause = causePxIdle
 		sv.retire(pick, now.Add(sv.cur.opts.o.GracefulTimeout.D()))
 	}
 }
 
 // resize is gunicorn's TTIN/TTOU: one worker more or fewer (prefork), one
 // spare more or fewer (forking). A reload goes back to the file's sizes.
-func (sv *supervisor) resize(sig syscall.Signal) {
+func (sv *supervisor) resize(sig syscall.Signal) (refused string) {
 	if sv.stopping {
-		return
+		return "the server is stopping"
 	}
 	name := unix.SignalName(sig)
 	o := sv.cur.opts.o
@@ -210,13 +212,15 @@ func (sv *supervisor) resize(sig syscall.Signal) {
 	case modeForking:
 		switch {
 		case sig == syscall.SIGTTIN && sv.spares >= sv.sparesRoom:
-			sv.log.Warnf("waiter: %s: refused: %d spares is the most this start has room for (spares + 16)", name, sv.spares)
-			return
+			why := fmt.Sprintf("%d spares is the most this start has room for (spares + 16)", sv.spares)
+			sv.log.Warnf("waiter: %s: refused: %s", name, why)
+			return why
 		case sig == syscall.SIGTTIN:
 			sv.spares++
 		case sv.spares == 0:
-			sv.log.Warnf("waiter: %s: refused: no spares to take away", name)
-			return
+			why := "no spares to take away"
+			sv.log.Warnf("waiter: %s: refused: %s", name, why)
+			return why
 		default:
 			sv.spares--
 			sv.retireOne(kindSpare)
@@ -225,16 +229,19 @@ func (sv *supervisor) resize(sig syscall.Signal) {
 	case modePrefork:
 		switch {
 		case sv.fixed:
-			sv.log.Warnf("waiter: %s: refused: a fixed pool (prefork: -%d) never grows or shrinks", name, o.Prefork)
-			return
+			why := fmt.Sprintf("a fixed pool (prefork: -%d) never grows or shrinks", o.Prefork)
+			sv.log.Warnf("waiter: %s: refused: %s", name, why)
+			return why
 		case sig == syscall.SIGTTIN && sv.target >= o.Maxfork:
-			sv.log.Warnf("waiter: %s: refused: the pool is at maxfork (%d)", name, o.Maxfork)
-			return
+			why := fmt.Sprintf("the pool is at maxfork (%d)", o.Maxfork)
+			sv.log.Warnf("waiter: %s: refused: %s", name, why)
+			return why
 		case sig == syscall.SIGTTIN:
 			sv.target++
 		case sv.target <= 1:
-			sv.log.Warnf("waiter: %s: refused: the pool keeps at least one worker", name)
-			return
+			why := "the pool keeps at least one worker"
+			sv.log.Warnf("waiter: %s: refused: %s", name, why)
+			return why
 		default:
 			sv.target--
 			if sv.census().live > sv.target {
@@ -243,8 +250,11 @@ func (sv *supervisor) resize(sig syscall.Signal) {
 		}
 		sv.log.Infof("waiter: %s: pool of %d workers", name, sv.target)
 	default:
-		sv.log.Warnf("waiter: %s: ignored: %s serves in one process", name, o.Mode())
+		why := fmt.Sprintf("%s serves in one process", o.Mode())
+		sv.log.Warnf("waiter: %s: ignored: %s", name, why)
+		return why
 	}
+	return ""
 }
 
 // retireOne retires a kid of the current generation: an idle one if any.

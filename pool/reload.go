@@ -59,17 +59,19 @@ func (s *Server) snapshot(o config.Options, settings any) (optionsSnapshot, []st
 	return snap, warns, nil
 }
 
-// reload is SIGHUP.
-func (sv *supervisor) reload() {
+// reload is SIGHUP, and waiterctl reload. It returns why it was refused
+// (already logged, in STATUS= and answered with READY=1), or nil when a
+// new generation is starting.
+func (sv *supervisor) reload() error {
 	if sv.stopping {
-		return
+		return errStopping
 	}
 	now := sv.env.now()
 	sv.env.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonic()/1000))
 	snap, err := sv.loadOptions()
 	if err != nil {
 		sv.refuse(err)
-		return
+		return err
 	}
 	g := &generation{n: sv.nextGen, opts: snap}
 	sv.nextGen++
@@ -97,6 +99,7 @@ func (sv *supervisor) reload() {
 		}
 	}
 	sv.log.Infof("waiter: SIGHUP: reloading: starting generation %d", g.n)
+	return nil
 }
 
 // loadOptions reads the options anew (Server.Reload) and checks that this
@@ -149,7 +152,8 @@ func (sv *supervisor) loadOptions() (optionsSnapshot, error) {
 func (sv *supervisor) refuse(err error) {
 	sv.log.Errorf("waiter: reload refused, keeping the running options: %v", err)
 	sv.status.note = "reload refused: " + err.Error()
-	sv.status.at = time.Time{} // say it now
+	sv.reloadResult(0, "refused", err.Error()) // no generation: no waiter is answered but the asker
+	sv.status.at = time.Time{}                 // say it now
 	sv.report(sv.env.now())
 	if sv.cur == sv.serving {
 		sv.env.notify("READY=1")
@@ -189,6 +193,7 @@ func (sv *supervisor) checkReady() {
 	if sv.serving != nil {
 		sv.log.Infof("waiter: reloaded: generation %d serving", sv.cur.n)
 		sv.status.note = ""
+		sv.reloadResult(sv.cur.n, "ok", "")
 	}
 	sv.serving = sv.cur
 	sv.reloadAt = time.Time{}
@@ -216,6 +221,7 @@ func (sv *supervisor) checkReload(now time.Time) {
 		return
 	}
 	sv.log.Errorf("waiter: reload failed: generation %d %s; generation %d serves on", sv.cur.n, why, sv.serving.n)
+	sv.reloadResult(sv.cur.n, "failed", fmt.Sprintf("generation %d %s; generation %d serves on", sv.cur.n, why, sv.serving.n))
 	for _, k := range sv.kids {
 		if k.gen == sv.cur {
 			sv.retire(k, now.Add(sv.serving.opts.o.GracefulTimeout.D()))

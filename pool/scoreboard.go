@@ -19,10 +19,9 @@ import (
 // the accept/serve path, so any process reads a current BusyKidsCount.
 const (
 	sbMagic       = 0x57414954 // "WAIT"
-	sbVersion     = 2
+	sbVersion     = 3
 	cacheLine     = 64
-	sbHeader      = cacheLine
-	slotSize      = 2 * cacheLine
+	slotSize      = 4 * cacheLine
 	slotPID       = 0   // int32
 	slotState     = 4   // uint32
 	slotGen       = 8   // uint32
@@ -38,6 +37,11 @@ const (
 	slotPeerPort  = 88  // uint32: port+1 (0: no peer)
 	slotRSS       = 96  // uint64: bytes, sampled by the master
 	slotCPU       = 104 // uint64: ns of CPU, sampled by the master
+	slotListener  = 112 // uint32: the current client's listener (index into the header's)
+	slotStacks    = 116 // uint32: what the master asked of a SIGPWR (stacksLog, stacksReply)
+	slotExit      = 120 // uint32: why the worker ended itself (exitWhy*)
+	slotHist      = 128 // uint64 x (len(clientDurationBuckets)+1): clients by duration
+	slotHistSum   = 248 // uint64: ns, the sum of those durations
 	hdrMagic      = 0
 	hdrVersion    = 4
 	hdrSlots      = 8
@@ -47,6 +51,24 @@ const (
 	hdrStartFail  = 28 // uint32: 1 once a worker logged an on_child_start failure
 	hdrWarnAt     = 32 // int64 x 2: when a worker last logged a client warning of kind 0, 1
 	hdrWarnHeld   = 48 // uint64 x 2: client warnings of kind 0, 1 held back since
+	hdrListeners  = 64 // uint32: how many listener lines follow the header's first two
+	hdrFirstLine  = 2 * cacheLine
+	lnServed      = 0 // per listener line: uint64 clients served
+	lnFailed      = 8 // uint64 of which failed
+)
+
+// What a SIGPWR asks of a worker (slotStacks, set by the master first).
+const (
+	stacksLog   = 1 // slow_request, max_worker_rss_hard: log them with the peer
+	stacksReply = 2 // waiterctl stacks: send them to the master's stacks socket
+)
+
+// Why a worker ended itself (slotExit), for the exit counts.
+const (
+	exitWhyNone        = iota
+	exitWhyMaxRequests // max_requests served
+	exitWhyClient      // forking: done with its one client
+	exitWhyHook        // on_process or a hook asked (ErrStopWorker, Fatal, a panic)
 )
 
 // Slot states.
@@ -64,20 +86,32 @@ var stateNames = [...]string{"free", "starting", "idle", "busy", "exiting"}
 // its own processes (one binary, one layout version): unexported, so that
 // no program depends on its layout; SlotInfo is its public snapshot.
 type scoreboard struct {
-	fd  int
-	mem []byte
-	n   int
+	fd        int
+	mem       []byte
+	n         int
+	listeners int
+	header    int // bytes before the first slot
 }
 
-func sbSize(slots int) int { return sbHeader + slots*slotSize }
+// The header is two cache lines and one per listener (clients served and
+// failed there: written by every worker, one line each so that listeners
+// do not share one).
+func sbHeaderSize(listeners int) int { return hdrFirstLine + listeners*cacheLine }
 
-// newScoreboard creates a scoreboard for slots workers (master side).
-func newScoreboard(slots int) (*scoreboard, error) {
+func sbSize(slots, listeners int) int { return sbHeaderSize(listeners) + slots*slotSize }
+
+// newScoreboard creates a scoreboard for slots workers and the given number
+// of listeners (master side).
+func newScoreboard(slots int, listeners ...int) (*scoreboard, error) {
+	nl := 1
+	if len(listeners) > 0 && listeners[0] > 0 {
+		nl = listeners[0]
+	}
 	fd, err := unix.MemfdCreate("waiter-scoreboard", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("pool: scoreboard memfd: %w", err)
 	}
-	if err := unix.Ftruncate(fd, int64(sbSize(slots))); err != nil {
+	if err := unix.Ftruncate(fd, int64(sbSize(slots, nl))); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("pool: scoreboard size: %w", err)
 	}
@@ -88,11 +122,12 @@ func newScoreboard(slots int) (*scoreboard, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("pool: scoreboard seals: %w", err)
 	}
-	sb, err := mapScoreboard(fd, slots)
+	sb, err := mapScoreboard(fd, slots, nl)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
+	sb.u32(hdrListeners).Store(uint32(nl))
 	sb.u32(hdrMagic).Store(sbMagic)
 	sb.u32(hdrVersion).Store(sbVersion)
 	sb.u32(hdrSlots).Store(uint32(slots))
@@ -106,11 +141,20 @@ func openScoreboard(fd int) (*scoreboard, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("pool: scoreboard fd %d: %w", fd, err)
 	}
-	if st.Size < sbHeader {
+	if st.Size < hdrFirstLine {
 		return nil, fmt.Errorf("pool: scoreboard fd %d: too small (%d bytes)", fd, st.Size)
 	}
-	slots := int((st.Size - sbHeader) / slotSize)
-	sb, err := mapScoreboard(fd, slots)
+	head, err := unix.Mmap(fd, 0, hdrFirstLine, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("pool: scoreboard mmap: %w", err)
+	}
+	nl := int(binary.NativeEndian.Uint32(head[hdrListeners:]))
+	unix.Munmap(head)
+	if nl < 1 || int64(sbHeaderSize(nl)) > st.Size {
+		return nil, fmt.Errorf("pool: scoreboard fd %d: not a waiter scoreboard of layout %d", fd, sbVersion)
+	}
+	slots := int((st.Size - int64(sbHeaderSize(nl))) / slotSize)
+	sb, err := mapScoreboard(fd, slots, nl)
 	if err != nil {
 		return nil, err
 	}
@@ -121,12 +165,12 @@ func openScoreboard(fd int) (*scoreboard, error) {
 	return sb, nil
 }
 
-func mapScoreboard(fd, slots int) (*scoreboard, error) {
-	mem, err := unix.Mmap(fd, 0, sbSize(slots), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+func mapScoreboard(fd, slots, listeners int) (*scoreboard, error) {
+	mem, err := unix.Mmap(fd, 0, sbSize(slots, listeners), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("pool: scoreboard mmap: %w", err)
 	}
-	return &scoreboard{fd: fd, mem: mem, n: slots}, nil
+	return &scoreboard{fd: fd, mem: mem, n: slots, listeners: listeners, header: sbHeaderSize(listeners)}, nil
 }
 
 // Close unmaps the region and closes the memfd.
@@ -167,7 +211,20 @@ type sbSlot struct {
 }
 
 // Slot returns slot i.
-func (sb *scoreboard) Slot(i int) sbSlot { return sbSlot{sb: sb, off: sbHeader + i*slotSize, idx: i} }
+func (sb *scoreboard) Slot(i int) sbSlot { return sbSlot{sb: sb, off: sb.header + i*slotSize, idx: i} }
+
+// Listeners is the number of listener lines.
+func (sb *scoreboard) Listeners() int { return sb.listeners }
+
+// ListenerCounts returns the clients served and failed on listener i, by
+// every worker that ever ran (the lines are never reset).
+func (sb *scoreboard) ListenerCounts(i int) (served, failed uint64) {
+	if i < 0 || i >= sb.listeners {
+		return 0, 0
+	}
+	off := hdrFirstLine + i*cacheLine
+	return sb.u64(off + lnServed).Load(), sb.u64(off + lnFailed).Load()
+}
 
 // Index is the slot's number.
 func (s sbSlot) Index() int { return s.idx }
@@ -197,6 +254,13 @@ func (s sbSlot) claim(gen int) {
 	s.sb.u32(s.off + slotPeerPort).Store(0)
 	s.sb.u64(s.off + slotRSS).Store(0)
 	s.sb.u64(s.off + slotCPU).Store(0)
+	s.sb.u32(s.off + slotListener).Store(0)
+	s.sb.u32(s.off + slotStacks).Store(0)
+	s.sb.u32(s.off + slotExit).Store(exitWhyNone)
+	for i := 0; i <= len(clientDurationBuckets); i++ {
+		s.sb.u64(s.off + slotHist + 8*i).Store(0)
+	}
+	s.sb.u64(s.off + slotHistSum).Store(0)
 	now := monotonic()
 	s.sb.i64(s.off + slotIdleSince).Store(now)
 	s.sb.i64(s.off + slotStarted).Store(now)
@@ -242,8 +306,26 @@ func (s sbSlot) Busy() (askGrow bool) {
 	return s.sb.u32(hdrWant).CompareAndSwap(0, 1)
 }
 
-// Done is the worker's: the client is served.
+// Done is the worker's: the client is served. It counts the client in the
+// slot, in its listener's line and in the slot's duration histogram: a
+// clock read (the vDSO) and a few atomic adds, no system call.
 func (s sbSlot) Done(failed bool) {
+	if b := s.sb.i64(s.off + slotBusy).Load(); b > 0 {
+		d := monotonic() - b
+		i := 0
+		for i < len(histBoundsNs) && d > histBoundsNs[i] {
+			i++
+		}
+		s.sb.u64(s.off + slotHist + 8*i).Add(1)
+		s.sb.u64(s.off + slotHistSum).Add(uint64(max(d, 0)))
+	}
+	if l := int(s.sb.u32(s.off + slotListener).Load()); l < s.sb.listeners {
+		off := hdrFirstLine + l*cacheLine
+		s.sb.u64(off + lnServed).Add(1)
+		if failed {
+			s.sb.u64(off + lnFailed).Add(1)
+		}
+	}
 	s.sb.u64(s.off + slotServed).Add(1)
 	if failed {
 		s.sb.u64(s.off + slotFailed).Add(1)
@@ -251,6 +333,44 @@ func (s sbSlot) Done(failed bool) {
 	s.sb.i64(s.off + slotBusy).Store(0)
 	s.sb.u32(s.off + slotPeerPort).Store(0)
 }
+
+// histBoundsNs are clientDurationBuckets in ns, for Done's comparisons.
+var histBoundsNs = func() []int64 {
+	out := make([]int64, len(clientDurationBuckets))
+	for i, b := range clientDurationBuckets {
+		out[i] = int64(b * float64(time.Second))
+	}
+	return out
+}()
+
+// setListener records which listener the current client came from.
+func (s sbSlot) setListener(i int) { s.sb.u32(s.off + slotListener).Store(uint32(i)) }
+
+// addHist adds the slot's duration histogram into b (len(clientDurationBuckets)+1)
+// and returns its sum in ns.
+func (s sbSlot) addHist(b []uint64) uint64 {
+	for i := range b {
+		b[i] += s.sb.u64(s.off + slotHist + 8*i).Load()
+	}
+	return s.sb.u64(s.off + slotHistSum).Load()
+}
+
+// RSS and CPU are the master's samples; setUsage is the master's.
+func (s sbSlot) RSS() uint64        { return s.sb.u64(s.off + slotRSS).Load() }
+func (s sbSlot) CPU() time.Duration { return time.Duration(s.sb.u64(s.off + slotCPU).Load()) }
+func (s sbSlot) setUsage(rss uint64, cpu time.Duration) {
+	s.sb.u64(s.off + slotRSS).Store(rss)
+	s.sb.u64(s.off + slotCPU).Store(uint64(cpu))
+}
+
+// askStacks is the master's, before it sends SIGPWR; takeStacks the
+// worker's, when the signal comes.
+func (s sbSlot) askStacks(what uint32) { s.sb.u32(s.off + slotStacks).Or(what) }
+func (s sbSlot) takeStacks() uint32    { return s.sb.u32(s.off + slotStacks).Swap(0) }
+
+// setExitWhy is the worker's, before it ends itself; ExitWhy the master's.
+func (s sbSlot) setExitWhy(why uint32) { s.sb.u32(s.off + slotExit).Store(why) }
+func (s sbSlot) ExitWhy() uint32       { return s.sb.u32(s.off + slotExit).Load() }
 
 // setPeer records the current client's address. Three atomic stores, not
 // one: a reader may see a torn address for an instant, which the status
@@ -297,7 +417,7 @@ func (s sbSlot) Beat() { s.sb.i64(s.off + slotBeat).Store(monotonic()) }
 // Counts returns how many slots are busy and how many are in use.
 func (sb *scoreboard) Counts() (busy, all int) {
 	for i := 0; i < sb.n; i++ {
-		switch sb.u32(sbHeader + i*slotSize + slotState).Load() {
+		switch sb.u32(sb.header + i*slotSize + slotState).Load() {
 		case stateFree:
 		case stateBusy:
 			busy++

@@ -365,13 +365,14 @@ func (s *Server) supervise(g *generation, ev *events) error {
 	if m == modeNofork || m == modeConnected {
 		slots = 2 // one in-process worker; a second slot while a reload waits for it
 	}
-	sb, err := newScoreboard(slots)
+	sb, err := newScoreboard(slots, len(s.sockets))
 	if err != nil {
 		return s.fail(ErrConfig, err)
 	}
 	s.sb = sb
 	defer func() { s.sb = nil; sb.Close() }()
 	e := env{now: time.Now, mono: monotonic, notify: sdNotify(s.log), watchdog: watchdogInterval()}
+	var broker *stacksBroker
 	switch m {
 	case modeNofork, modeConnected:
 		h := &inprocHost{s: s, sb: sb, ev: ev, connected: -1}
@@ -386,10 +387,32 @@ func (s *Server) supervise(g *generation, ev *events) error {
 		}
 		defer h.close()
 		e.start, e.signal = h.start, h.signal
+		broker = h.stacks
 	}
 	sv := newSupervisor(s, m, g, e, sb)
 	sv.exits = ev.exits
 	sv.shutdown = s.shutdownBound
+	if o.MetricsListen != "" {
+		sv.m = newMetrics(sv.pubStatus.Load, func() durationSnapshot {
+			if d := sv.pubDurations.Load(); d != nil {
+				return *d
+			}
+			return durationSnapshot{Buckets: make([]uint64, len(clientDurationBuckets)+1)}
+		})
+		addr, err := sv.m.serve(o.MetricsListen, s.log)
+		if err != nil {
+			return s.fail(ErrListen, fmt.Errorf("metrics_listen %s: %w", o.MetricsListen, err))
+		}
+		defer sv.m.close()
+		s.log.Infof("waiter: metrics on http://%s/metrics", addr)
+	}
+	if path := controlPath(o); path != "" {
+		cs, err := s.startControl(path, ev, broker)
+		if err != nil {
+			return s.fail(ErrListen, err)
+		}
+		defer cs.Close()
+	}
 	if m == modeForking {
 		acc, err := startForkAcceptor(s.listenFds(), o.Timeout.D())
 		if err != nil {
@@ -484,9 +507,16 @@ func (s *Server) openSockets() (error, error) {
 		}
 		s.sockets = picked
 	} else {
-		sk, err := activation.Bind(s.Options.Listen, s.Options.Port)
+		sk, bl, err := activation.BindBacklog(s.Options.Listen, s.Options.Port, s.Options.Backlog)
 		if err != nil {
 			return ErrListen, err
+		}
+		// A full accept queue drops connections silently: say what it
+		// holds, and when the kernel cut what was asked for.
+		if bl.Asked > bl.Somaxconn {
+			s.log.Warnf("waiter: backlog %d asked for, but the kernel allows %d (net.core.somaxconn): using %d", bl.Asked, bl.Somaxconn, bl.Used)
+		} else {
+			s.log.Infof("waiter: listen backlog %d (net.core.somaxconn %d)", bl.Used, bl.Somaxconn)
 		}
 		s.sockets = []*activation.Socket{sk}
 		s.bound = s.sockets

@@ -21,6 +21,7 @@ func (sv *supervisor) stop(why string) {
 		return
 	}
 	sv.stopping = true
+	sv.endReloadWaits()
 	now := sv.env.now()
 	gt := sv.cur.opts.o.GracefulTimeout.D()
 	sv.deadline = now.Add(gt)
@@ -72,14 +73,21 @@ func (sv *supervisor) deadlines(now time.Time) {
 			}
 			continue
 		}
-		if rt <= 0 {
+		sl := sv.sb.Slot(k.slot)
+		b := sl.BusySince()
+		if sl.State() != stateBusy || b <= 0 {
 			continue
 		}
-		sl := sv.sb.Slot(k.slot)
-		if b := sl.BusySince(); sl.State() == stateBusy && b > 0 && sv.since(b) > rt {
+		busy := sv.since(b)
+		if rt > 0 && busy > rt {
 			sv.log.WithField("WORKER_PID", k.pid).Errorf("waiter: %s pid %d busy with one client for over %s (request_timeout): writing its stacks and ending it", k.kind, k.pid, rt)
 			k.quitAt = now
+			k.cause = causeRequestTimeout
 			sv.env.signal(k, syscall.SIGQUIT)
+			continue
+		}
+		if slow := sv.cur.opts.o.SlowRequest.D(); slow > 0 && busy > slow && k.slowAt != b && k.reported {
+			sv.slowRequest(k, b)
 		}
 	}
 	if sv.stopping && now.Sub(sv.status.extendAt) >= time.Second {
@@ -101,4 +109,20 @@ func (sv *supervisor) abandon(k *kid) {
 	sv.err = ErrStuck
 	sv.log.Error(ErrStuck.Error())
 	sv.stop("a stuck in-process worker")
+}
+
+// slowRequest has a worker busy past slow_request log its stacks and its
+// client, once per client (b is when that client began); it goes on.
+func (sv *supervisor) slowRequest(k *kid, b int64) {
+	k.slowAt = b
+	sv.obs.slow++
+	sl := sv.sb.Slot(k.slot)
+	if k.kind != kindInproc {
+		sl.askStacks(stacksLog)
+		sv.env.signal(k, sigStacks)
+		return
+	}
+	if k.w != nil {
+		k.w.logSlow(allStacks(maxStacksMsg))
+	}
 }

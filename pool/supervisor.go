@@ -3,11 +3,14 @@ package pool
 import (
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/waiter-go/waiter/control"
 )
 
 // The supervisor is the master's one goroutine that owns the pool: the
@@ -98,12 +101,23 @@ type supervisor struct {
 	// connectedStarted: Accept=yes started its one worker.
 	connectedStarted bool
 	acc              *forkAcceptor
-	waiting          []int  // forking: accepted clients waiting for a start slot (fewer than maxfork)
-	shutdown         func() // refuses new clients on self-bound listeners at a stop
+	waiting          []acceptEv // forking: accepted clients waiting for a start slot (fewer than maxfork)
+	shutdown         func()     // refuses new clients on self-bound listeners at a stop
 
 	served, failed uint64    // by kids already reaped
 	warn           warnLimit // the master's own repeated warnings (maxfork refusals)
 	status         statusState
+
+	started       time.Time
+	obs           observer
+	m             *metrics // nil: metrics_listen is off
+	reloadWaiters []reloadWaiter
+	lastReload    *control.ReloadResult
+	reloads       map[string]uint64
+	// What metrics scrapes read from their goroutines, stored once a
+	// second by the loop (publish): the loop's own state is the loop's.
+	pubStatus    atomic.Pointer[control.Status]
+	pubDurations atomic.Pointer[durationSnapshot]
 }
 
 // generation is one set of options and what workers are given with them.
@@ -118,7 +132,7 @@ func newSupervisor(s *Server, m mode, g *generation, e env, sb *scoreboard) *sup
 	sv := &supervisor{
 		s: s, log: s.log, env: e, sb: sb, mode: m,
 		kids: map[int]*kid{}, cur: g, nextGen: g.n + 1,
-		growRamp: 1, growCredit: 1,
+		growRamp: 1, growCredit: 1, started: e.now(),
 	}
 	for i := sb.Slots() - 1; i >= 0; i-- {
 		sv.free = append(sv.free, i)
@@ -144,6 +158,7 @@ type events struct {
 	exits   chan exitEv
 	workers chan uint32   // evReady, evGrow from the event pipe or the in-process worker
 	brk     chan struct{} // BreakMainLoop, cap 1
+	ctl     chan ctlReq   // control socket requests (ctl.go)
 }
 
 type exitEv struct {
@@ -159,6 +174,7 @@ func newEvents() *events {
 		exits:   make(chan exitEv, 64),
 		workers: make(chan uint32, 256),
 		brk:     make(chan struct{}, 1),
+		ctl:     make(chan ctlReq, 16),
 	}
 }
 
@@ -214,6 +230,8 @@ func (sv *supervisor) run(ev *events) error {
 			sv.reaped(e)
 		case w := <-ev.workers:
 			sv.workerEvent(w)
+		case c := <-ev.ctl:
+			sv.command(c)
 		case a, ok := <-sv.accepts():
 			if !ok {
 				sv.acc.finished()
@@ -261,6 +279,7 @@ func (sv *supervisor) begin() {
 	}
 	sv.maintain()
 	sv.checkReady()
+	sv.publish()
 }
 
 // done: a stop has begun and every worker and the accept loop are gone.
@@ -290,7 +309,7 @@ func (sv *supervisor) signal(sig syscall.Signal) {
 		sv.stop(unix.SignalName(sig))
 	case syscall.SIGHUP:
 		sv.s.hk.SigHUP()
-		sv.reload()
+		sv.reload() // a refusal is logged and in STATUS=
 	case syscall.SIGUSR1:
 		sv.s.hk.SigUSR1()
 		sv.propagate(sig)
@@ -327,6 +346,7 @@ func (sv *supervisor) tick() {
 	sv.shrink(now)
 	sv.deadlines(now)
 	sv.checkReload(now)
+	sv.observe(now)
 	sv.report(now)
 }
 

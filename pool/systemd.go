@@ -69,7 +69,7 @@ func (sv *supervisor) statusLine() string {
 	if sv.stopping {
 		s = "stopping: " + s
 	}
-	if st := sv.status.note; st != "" {
+	if st := sv.statusNote(); st != "" {
 		s += "; " + st
 	}
 	return s

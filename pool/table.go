@@ -35,6 +35,20 @@ func (k kidKind) String() string {
 	return [...]string{"worker", "spare", "oneshot", "in-process worker"}[k]
 }
 
+// Why a worker ended, as the metrics count it.
+const (
+	causePxIdle         = "px_idle"
+	causeMaxRequests    = "max_requests"
+	causeMemory         = "memory"
+	causeRequestTimeout = "request_timeout"
+	causeCrash          = "crash"
+	causeRetired        = "retired" // a reload, a stop, TTOU
+	causeKilled         = "killed"  // outstayed graceful_timeout or the start timeout
+	causeStartFailed    = "start_failed"
+	causeClient         = "client" // forking: done with its one client
+	causeHook           = "hook"   // on_process or a hook ended it (ErrStopWorker, Fatal, a panic)
+)
+
 type kidState int
 
 const (
@@ -56,8 +70,10 @@ type kid struct {
 	clientFd int  // oneshot: the client, until the start result came back
 	startAt  time.Time
 	killAt   time.Time // retiring: SIGKILL after this
-	quitAt   time.Time // request_timeout sent SIGQUIT
+	quitAt   time.Time // request_timeout or max_worker_rss_hard sent SIGQUIT
 	killedAt time.Time
+	cause    string  // why the master ended it (a cause* value), for the exit counts
+	slowAt   int64   // the client (its BusySince) slow_request last logged
 	w        *worker // kindInproc
 }
 
@@ -87,6 +103,9 @@ func (sv *supervisor) spawnDone(r spawnRes) {
 	}
 	if r.err != nil {
 		sv.log.Errorf("waiter: %v", r.err)
+		if sv.m != nil {
+			sv.m.spawnFailed()
+		}
 		sv.failure(k.gen)
 		sv.remove(k)
 		return
@@ -109,6 +128,9 @@ func (sv *supervisor) spawnDone(r spawnRes) {
 
 // ready records a kid's ready report.
 func (sv *supervisor) ready(k *kid) {
+	if !k.reported && sv.m != nil {
+		sv.m.spawned(sv.env.now().Sub(k.startAt))
+	}
 	k.reported = true
 	sv.sb.clearStartFailure() // the next failure is news again
 	switch k.state {
@@ -152,6 +174,9 @@ func (sv *supervisor) kill(k *kid, now time.Time, why string) {
 		return
 	}
 	k.killedAt = now
+	if k.cause == "" {
+		k.cause = causeKilled
+	}
 	sv.log.WithField("WORKER_PID", k.pid).Warnf("waiter: %s: killing %s pid %d", why, k.kind, k.pid)
 	sv.env.signal(k, syscall.SIGKILL)
 }
@@ -175,7 +200,11 @@ func (sv *supervisor) reaped(e exitEv) {
 		// The worker logged why (once a run of failures).
 		sv.log.WithFields(fields).Debugf("waiter: %s pid %d: on_child_start failed", k.kind, e.pid)
 	case !k.quitAt.IsZero():
-		sv.log.WithFields(fields).Warnf("waiter: %s pid %d stopped after request_timeout: %s", k.kind, e.pid, describeStatus(e.ws))
+		why := "request_timeout"
+		if k.cause == causeMemory {
+			why = "max_worker_rss_hard"
+		}
+		sv.log.WithFields(fields).Warnf("waiter: %s pid %d stopped after %s: %s", k.kind, e.pid, why, describeStatus(e.ws))
 	case !k.killedAt.IsZero():
 		sv.log.WithFields(fields).Warnf("waiter: %s pid %d killed: %s", k.kind, e.pid, describeStatus(e.ws))
 	default:
@@ -191,10 +220,36 @@ func (sv *supervisor) reaped(e exitEv) {
 	} else if clean {
 		sv.failStreak = 0
 	}
+	if sv.m != nil {
+		sv.m.exited(exitCause(k, sl, clean, startFailed))
+	}
+	sv.bury(k)
 	sv.remove(k)
 	if k.kind != kindInproc {
 		sv.s.hk.SigChild(e.pid, e.ws)
 	}
+}
+
+// exitCause names why a reaped worker ended: the master's reason when it
+// had one, else the worker's own (its slot says), else a crash.
+func exitCause(k *kid, sl sbSlot, clean, startFailed bool) string {
+	switch {
+	case k.cause != "":
+		return k.cause
+	case startFailed:
+		return causeStartFailed
+	case !clean:
+		return causeCrash
+	}
+	switch sl.ExitWhy() {
+	case exitWhyMaxRequests:
+		return causeMaxRequests
+	case exitWhyClient:
+		return causeClient
+	case exitWhyHook:
+		return causeHook
+	}
+	return causeRetired
 }
 
 // remove drops a kid from the table and frees its slot.

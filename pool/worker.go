@@ -186,6 +186,7 @@ func (w *worker) acceptLoop(fds []int, raw bool) {
 			}
 			continue
 		}
+		w.slot.setListener(acc.last)
 		if w.slot.Busy() && !w.inproc {
 			w.report(evGrow)
 		}
@@ -193,9 +194,11 @@ func (w *worker) acceptLoop(fds []int, raw bool) {
 		w.slot.Done(failed)
 		served++
 		if !more {
+			w.slot.setExitWhy(exitWhyHook)
 			return
 		}
 		if limit > 0 && served >= limit {
+			w.slot.setExitWhy(exitWhyMaxRequests)
 			w.log.Debugf("waiter: served %d clients (max_requests): exiting", served)
 			return
 		}

@@ -75,9 +75,13 @@ func (s *Server) runWorker() {
 	// a worker that `systemctl kill -s TTIN` reached by mistake.
 	signal.Ignore(syscall.SIGINT, syscall.SIGPIPE, syscall.SIGTTIN, syscall.SIGTTOU)
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, sigStacks)
 	go func() {
 		for sig := range sigs {
+			if sig == sigStacks {
+				w.stacksAsked() // here, not behind a busy on_child_sig_* hook
+				continue
+			}
 			w.signal(sig.(syscall.Signal))
 		}
 	}()
@@ -176,6 +180,7 @@ func (w *worker) oneshot(handoff bool) {
 		w.report(evReady) // serving: its start is over (see the start timeout)
 	}
 	_, failed := w.serveFd(fd, nil, false)
+	w.slot.setExitWhy(exitWhyClient)
 	w.slot.Done(failed)
 }
 
