@@ -319,8 +319,12 @@ func header(st *control.Status, at time.Time) string {
 	if st.Stopping {
 		flags += "  STOPPING"
 	}
-	return fmt.Sprintf("pid %d  %s  gen %d/%d  workers %d busy / %d  served %d  failed %d  queue %s%s  %s",
-		st.PID, st.Mode, st.Generation, st.Serving, busy, len(st.Workers), st.Served, st.Failed, queued, flags, at.Format("15:04:05"))
+	gen := fmt.Sprint(st.Generation)
+	if st.Serving != st.Generation {
+		gen += fmt.Sprintf(" (%d serving)", st.Serving)
+	}
+	return fmt.Sprintf("pid %d  %s  gen %s  workers %d busy / %d  served %d  failed %d  queue %s%s  %s",
+		st.PID, st.Mode, gen, busy, len(st.Workers), st.Served, st.Failed, queued, flags, at.Format("15:04:05"))
 }
 
 func isBusy(w control.Worker) bool {

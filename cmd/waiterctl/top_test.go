@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -134,6 +136,38 @@ func (x *terminal) waitExit() string {
 	return ""
 }
 
+// sockets are the sockets top has open, its fds' "socket:[inode]" links
+// (top is the child of the pane's shell).
+func (x *terminal) sockets() []string {
+	x.t.Helper()
+	out, err := x.tmux("display-message", "-p", "-t", x.session, "#{pane_pid}")
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	shell := strings.TrimSpace(out)
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var socks []string
+	for _, stat := range stats {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			continue // gone since the glob
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces, not ")".
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 2 || f[1] != shell {
+			continue
+		}
+		fds, _ := filepath.Glob(filepath.Join(filepath.Dir(stat), "fd", "*"))
+		for _, fd := range fds {
+			if l, err := os.Readlink(fd); err == nil && strings.HasPrefix(l, "socket:") {
+				socks = append(socks, l)
+			}
+		}
+	}
+	sort.Strings(socks)
+	return socks
+}
+
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // shows says whether the screen holds every string.
@@ -157,7 +191,7 @@ func TestTop(t *testing.T) {
 	x := startTop(t, sock, 160, 40)
 
 	s := x.waitScreen(10*time.Second, "the header and the canned workers",
-		shows("pid 4242  prefork  gen 4/3  workers 1 busy / 3  served 1234  failed 5  queue 3", "203.0.113.7:51234", "12.3M", "reload refused: waiterd.yaml:3"))
+		shows("pid 4242  prefork  gen 4 (3 serving)  workers 1 busy / 3  served 1234  failed 5  queue 3", "203.0.113.7:51234", "12.3M", "reload refused: waiterd.yaml:3"))
 	lines := strings.Split(s, "\n")
 	var rows []string
 	for i, l := range lines {
@@ -175,6 +209,13 @@ func TestTop(t *testing.T) {
 		t.Errorf("rows: want %v, have %v\n%s", want, rows, s)
 	}
 
+	// top keeps its connection between polls: the same socket before and
+	// after the polls that show the change below.
+	conns := x.sockets()
+	if len(conns) != 1 {
+		t.Errorf("top holds %d sockets, want its one connection: %v", len(conns), conns)
+	}
+
 	// The next poll shows a change within a refresh or two.
 	st := canned()
 	st.Served = 1300
@@ -182,6 +223,10 @@ func TestTop(t *testing.T) {
 		Peer: "198.51.100.9:4000", Busy: control.Duration(time.Second), RSS: 3 << 30})
 	m.setStatus(st)
 	x.waitScreen(3*time.Second, "the change", shows("workers 2 busy / 4  served 1300", "198.51.100.9:4000", "3.0G"))
+
+	if again := x.sockets(); strings.Join(again, " ") != strings.Join(conns, " ") {
+		t.Errorf("top's connection changed between polls: %v, then %v", conns, again)
+	}
 
 	// A smaller terminal: lines cut to it, and the rows that do not fit
 	// counted on the last line.
@@ -262,7 +307,7 @@ func TestTopLines(t *testing.T) {
 		return s
 	}
 	all := texts(v.lines(200, 40))
-	if want := "pid 4242  prefork  gen 4/3  workers 1 busy / 3  served 1234  failed 5  queue 3  RELOADING  15:04:05"; strings.TrimRight(all[0], " ") != want {
+	if want := "pid 4242  prefork  gen 4 (3 serving)  workers 1 busy / 3  served 1234  failed 5  queue 3  RELOADING  15:04:05"; strings.TrimRight(all[0], " ") != want {
 		t.Errorf("header:\nwant %q\nhave %q", want, all[0])
 	}
 	if len(all[0]) != 200 {
