@@ -58,7 +58,13 @@ func (c *Client) Do(req Request, timeout time.Duration) (Reply, error) {
 		if rep.Error == "" {
 			rep.Error = "failed, without a reason"
 		}
-		return rep, errors.New(rep.Error)
+		return rep, &ReplyError{Reply: rep}
 	}
 	return rep, nil
 }
+
+// ReplyError is the master's "no" (an error reply), as opposed to a
+// transport error: errors.As tells them apart.
+type ReplyError struct{ Reply Reply }
+
+func (e *ReplyError) Error() string { return e.Reply.Error }

@@ -35,6 +35,14 @@ type Request struct {
 }
 
 // Reply is one line to a client: OK with what was asked for, or Error.
+//
+// A reload that is refused (the options do not load or validate) or fails
+// (its workers do not start) is an error reply: OK false, Error saying why,
+// and Reload set (Result "refused" or "failed") when the master recorded
+// it. A reload that is superseded by another waits for the newer one's
+// result. A workers change that was partly made is OK, with
+// WorkersResult.Refused saying why the rest was not; one refused whole is
+// an error reply.
 type Reply struct {
 	OK      bool           `json:"ok"`
 	Error   string         `json:"error,omitempty"`
