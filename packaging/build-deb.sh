@@ -3,7 +3,9 @@
 # DIR/dist/NAME_VERSION-REVISION_amd64.deb, with the binary in /usr/bin, its
 # systemd units (and their drop-ins) in /lib/systemd/system, an optional
 # config in /etc/NAME/ (a conffile), a man page, copyright and
-# changelog.Debian. See packaging/README.md.
+# changelog.Debian; waiterd's also has /usr/bin/waiterctl, and any other
+# daemon's may have its own /usr/libexec/NAME/waiterctl (-waiterctl), which
+# the units' ExecReload= runs. See packaging/README.md.
 #
 #   packaging/build-deb.sh                 waiterd itself (what `make deb` runs)
 #   packaging/build-deb.sh -name myd -port 9125 -binary ./myd -source-dir .
@@ -34,7 +36,12 @@ usage: packaging/build-deb.sh [-name NAME -port PORT -binary PATH] [options]
   -units DIR        ready-made units: DIR's *.socket and *.service, and the
                     drop-ins of DIR/UNIT.d/*.conf (default: waiterd's units/,
                     or the ones `waiterd units` writes for NAME, PORT and
-                    /usr/bin/NAME)
+                    /usr/bin/NAME, with -waiterctl: and its waiterctl)
+  -waiterctl        ship waiterctl, built from this checkout, as
+                    /usr/libexec/NAME/waiterctl, for the units' ExecReload=
+                    (`waiterd units -waiterctl /usr/libexec/NAME/waiterctl`),
+                    so that `systemctl reload NAME` fails when the master
+                    refuses the reload (waiterd always ships /usr/bin/waiterctl)
   -config FILE      installed as /etc/NAME/NAME.yaml, a conffile
   -man FILE         the man page, NAME.8 (default: written from a template)
   -summary TEXT     the one-line description (not starting with NAME)
@@ -70,13 +77,14 @@ EOF
 
 name=waiterd port="" binary="" units="" config="" man="" summary="" maintainer=""
 version="" revision=1 license_file="" license_name="" out="" lint=1 srcdir=""
-description_file="" postinst_extra="" postrm_extra="" purge_state=auto dry_run=0
+description_file="" postinst_extra="" postrm_extra="" purge_state=auto dry_run=0 want_ctl=0
 while [ $# -gt 0 ]; do
   case $1 in
     -name) name=$2; shift ;;
     -port) port=$2; shift ;;
     -binary) binary=$2; shift ;;
     -units) units=$2; shift ;;
+    -waiterctl) want_ctl=1 ;;
     -config) config=$2; shift ;;
     -man) man=$2; shift ;;
     -summary) summary=$2; shift ;;
@@ -201,6 +209,20 @@ snippet() {
 
 # Debian's rules for a package name; it is also the unit and binary name.
 [[ $name =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || die "-name $name: want lower case letters, digits, + - . (a Debian package name)"
+# waiterctl, where the package puts it ("" for none): waiterd's is the
+# command on PATH; another daemon's is its own copy, as two packages cannot
+# ship one file.
+ctl=""
+if [ "$name" = waiterd ] && [ -z "$binary" ]; then
+  ctl=/usr/bin/waiterctl
+elif [ "$want_ctl" = 1 ]; then
+  ctl=/usr/libexec/$name/waiterctl
+fi
+# Checked before anything is built: without it, the units' ExecReload= would
+# run a program the package does not have.
+if [ -n "$ctl" ] && ! ls "$top"/cmd/waiterctl/*.go >/dev/null 2>&1; then
+  die "$top/cmd/waiterctl is missing: the $name package ships waiterctl as $ctl, which its units' ExecReload= runs; build from a checkout that has cmd/waiterctl"
+fi
 # The daemon's tree: waiter's checkout for waiterd, the user's own for
 # anything else (its dates, its version, its dist/).
 if [ -z "$srcdir" ]; then
@@ -279,6 +301,10 @@ gobuild() { # gobuild OUTPUT PACKAGE: a static, path-free, stripped binary
     -ldflags "-s -w -X main.version=$version" -o "$1" "$2")
 }
 
+if [ -n "$ctl" ]; then
+  command -v go >/dev/null || die "go is missing (PATH=$PATH): needed to build waiterctl"
+  gobuild "$src/waiterctl" ./cmd/waiterctl || die "go build ./cmd/waiterctl failed (in $top)"
+fi
 if [ "$name" = waiterd ] && [ -z "$binary" ]; then
   command -v go >/dev/null || die "go is missing (PATH=$PATH)"
   gobuild "$src/$name" ./cmd/waiterd
@@ -291,7 +317,8 @@ lines back. It is the demo daemon of waiter, a Go framework for network
 servers run by systemd (the successor of Perl's Net::Waiter): systemd holds
 the socket, starts waiterd at the first client and keeps the socket across
 reloads and restarts, while waiterd serves clients in preforked or forked
-worker processes, reports its STATUS and feeds the watchdog."
+worker processes, reports its STATUS and feeds the watchdog. waiterctl
+shows the pool's workers and reloads it over the master's control socket."
 else
   [ -n "$binary" ] || die "-binary is required for $name"
   [ -f "$binary" ] || die "-binary $binary: no such file"
@@ -308,7 +335,7 @@ $name at the first client."
     gobuild "$stage/waiterd" ./cmd/waiterd
     units=$stage/generated-units
     mkdir -p "$units"
-    "$stage/waiterd" units -name "$name" -port "$port" -exec "/usr/bin/$name" -out "$units" ||
+    "$stage/waiterd" units -name "$name" -port "$port" -exec "/usr/bin/$name" ${ctl:+-waiterctl "$ctl"} -out "$units" ||
       die "waiterd units -name $name -port $port failed"
   fi
 fi
@@ -354,6 +381,32 @@ for d in "${dropindirs[@]}"; do
   echo "units/$u.d/*.conf lib/systemd/system/$u.d/" >>"$src/debian/install"
 done
 echo "$name usr/bin/" >>"$src/debian/install"
+[ -z "$ctl" ] || echo "waiterctl $(dirname "${ctl#/}")/" >>"$src/debian/install"
+
+# A unit's ExecReload= may run waiterctl only where this package puts it
+# (another package's copy may be missing, or another version); and
+# /bin/kill, procps', makes the package depend on procps, which minimal
+# Debian installs lack.
+dropins=()
+for d in "${dropindirs[@]}"; do
+  for f in "$d"/*.conf; do [ -f "$f" ] && dropins+=("$f"); done
+done
+reloads=$(sed -n 's/^[[:space:]]*ExecReload[[:space:]]*=[[:space:]]*//p' "${unitfiles[@]}" "${dropins[@]}" | sed 's/^[-@:+!]*//' | awk '{print $1}' | sort -u)
+runs_ctl=0
+for prog in $reloads; do
+  case $prog in
+    */waiterctl)
+      [ "$prog" = "$ctl" ] ||
+        die "the units' ExecReload= runs $prog, which this package does not ship${ctl:+ (it ships $ctl)}: give -waiterctl, and make the units with waiterd units -waiterctl /usr/libexec/$name/waiterctl"
+      runs_ctl=1 ;;
+  esac
+done
+[ -z "$ctl" ] || [ "$runs_ctl" = 1 ] ||
+  echo "build-deb.sh: note: $ctl is shipped, but no ExecReload= of the units runs it (they were made without -waiterctl $ctl)" >&2
+depends=""
+if grep -Eqs '^[[:space:]]*Exec[A-Za-z]+[[:space:]]*=[[:space:]]*[-@:+!]*(/usr)?/bin/kill([[:space:]]|$)' "${unitfiles[@]}" "${dropins[@]}"; then
+  depends="procps, "
+fi
 
 if [ -z "$config" ] && grep -qs -- "-config /etc/$name/$name.yaml" "${unitfiles[@]}"; then
   die "the units run $name with -config /etc/$name/$name.yaml: give that file with -config FILE"
@@ -373,6 +426,11 @@ else
     -e "s|@SUMMARY@|$summary|g" "$pkg/daemon.8.in" >"$src/$name.8"
 fi
 echo "$name.8" >"$src/debian/manpages"
+# waiterctl on PATH has its page; a daemon's own copy in /usr/libexec needs none.
+if [ "$ctl" = /usr/bin/waiterctl ]; then
+  cp "$pkg/waiterctl.1" "$src/waiterctl.1"
+  echo "waiterctl.1" >>"$src/debian/manpages"
+fi
 
 [ -n "$maintainer" ] || maintainer="${DEBFULLNAME:-waiter maintainers} <${DEBEMAIL:-maintainers@users.noreply.r-seed-560107db.example}>"
 year=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
@@ -382,7 +440,7 @@ date822=$(date -u -d "@$SOURCE_DATE_EPOCH" -R)
 # for an empty line. (Through the environment: awk -v would read its
 # backslashes as escapes.)
 longdesc=$(printf '%s\n' "$long" | sed -e 's/^$/./' -e 's/^/ /')
-sed -e "s|@NAME@|$name|g" -e "s|@MAINTAINER@|$maintainer|g" -e "s|@SUMMARY@|$summary|g" \
+sed -e "s|@NAME@|$name|g" -e "s|@MAINTAINER@|$maintainer|g" -e "s|@SUMMARY@|$summary|g" -e "s|@DEPENDS@|$depends|g" \
   "$pkg/debian/control.in" | LONG=$longdesc awk '$0 == "@LONG@" { print ENVIRON["LONG"]; next } { print }' >"$src/debian/control"
 
 sed -e "s|@SOCKETS@|${sockets# }|g" -e "s|@SERVICES@|${services# }|g" "$pkg/debian/rules" >"$src/debian/rules"
@@ -454,12 +512,20 @@ EOF
 for f in "$pkg/debian/$name.lintian-overrides" "$pkg/debian/lintian-overrides"; do
   if [ -f "$f" ]; then sed "s|@NAME@|$name|g" "$f" >"$src/debian/$name.lintian-overrides"; break; fi
 done
+if [ -n "$ctl" ]; then
+  {
+    echo "# waiterctl is built static too: it runs in the service's sandbox"
+    echo "# (ExecReload=), where a static binary needs nothing but itself."
+    echo "$name: statically-linked-binary [${ctl#/}]"
+  } >>"$src/debian/$name.lintian-overrides"
+fi
 mkdir -p "$src/debian/source"
 echo "3.0 (quilt)" >"$src/debian/source/format"
 
 # Ownership, permissions and timestamps are set by dh_fixperms, dpkg-deb
 # --root-owner-group (Rules-Requires-Root: no) and SOURCE_DATE_EPOCH.
 touch -d "@$SOURCE_DATE_EPOCH" "$src/$name"
+[ -z "$ctl" ] || touch -d "@$SOURCE_DATE_EPOCH" "$src/waiterctl"
 if [ "$dry_run" = 1 ]; then
   echo "build-deb.sh: -dry-run: the package's source is in $src (debian/ and all)" >&2
   exit 0

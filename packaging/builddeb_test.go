@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -46,7 +47,12 @@ func need(t *testing.T, tools ...string) {
 // and two maintainer-script snippets.
 type tree struct {
 	src, binary, units, config, desc, postinst, postrm string
+	// ctl is the units' waiterctl ("": they reload with -check and kill).
+	ctl string
 }
+
+// kvdCtl is where build-deb.sh -waiterctl puts kvd's waiterctl.
+const kvdCtl = "/usr/libexec/kvd/waiterctl"
 
 const (
 	desc = `kvd keeps keys and their values, and answers each client's GET and PUT.
@@ -60,7 +66,10 @@ Its files:
 	postrmSnippet   = "if [ \"$1\" = purge ]; then\n\t: kvd-postrm-marker\nfi" // no final newline
 )
 
-func newTree(t *testing.T) tree {
+func newTree(t *testing.T) tree { return newTreeCtl(t, "") }
+
+// newTreeCtl is newTree with units that reload with waiterctl at ctl.
+func newTreeCtl(t *testing.T, ctl string) tree {
 	t.Helper()
 	base := t.TempDir()
 	tr := tree{
@@ -70,6 +79,7 @@ func newTree(t *testing.T) tree {
 		desc:     filepath.Join(base, "kvd", "debian-description.txt"),
 		postinst: filepath.Join(base, "kvd", "postinst.sh"),
 		postrm:   filepath.Join(base, "kvd", "postrm.sh"),
+		ctl:      ctl,
 	}
 	write := func(path, content string) {
 		t.Helper()
@@ -94,7 +104,7 @@ func newTree(t *testing.T) tree {
 		"git", "commit", "-q", "-m", "kvd")
 	tr.binary = kvdBinary(t)
 
-	p := units.Params{Name: "kvd", Port: 7300,
+	p := units.Params{Name: "kvd", Port: 7300, Waiterctl: ctl,
 		Directives: []units.Directive{
 			{Section: "Service", Key: "StateDirectory", Value: "kvd"},
 			{Section: "Service", Key: "CacheDirectory", Value: "kvd"},
@@ -166,13 +176,18 @@ func run(t *testing.T, dir string, env []string, name string, args ...string) st
 	return string(out)
 }
 
-// args are build-deb.sh's arguments for tr, followed by more.
+// args are build-deb.sh's arguments for tr (with -waiterctl when its units
+// run waiterctl), followed by more.
 func (tr tree) args(more ...string) []string {
-	return append([]string{"-name", "kvd", "-port", "7300", "-binary", tr.binary, "-units", tr.units,
+	a := []string{"-name", "kvd", "-port", "7300", "-binary", tr.binary, "-units", tr.units,
 		"-config", tr.config, "-summary", "key-value store of the packaging test",
 		"-maintainer", "Test Maintainer <test@example.org>", "-version", "1.2.3",
 		"-description-file", tr.desc, "-postinst-extra", tr.postinst, "-postrm-extra", tr.postrm,
-		"-source-dir", tr.src}, more...)
+		"-source-dir", tr.src}
+	if tr.ctl != "" {
+		a = append(a, "-waiterctl")
+	}
+	return append(a, more...)
 }
 
 // buildDeb runs build-deb.sh in dir with args, in an environment without
@@ -244,12 +259,13 @@ func sha(t *testing.T, path string) string {
 
 // TestBuildDeb packages kvd twice, once with lintian into its tree's dist/
 // (the default) and once elsewhere, and reads the first .deb back: the
-// drop-in, the long description, the snippets where they belong, the purge
-// of the state, every date the commit's. Both builds give the same bytes.
+// drop-in, its own waiterctl (-waiterctl) and the unit that reloads with it,
+// the long description, the snippets where they belong, the purge of the
+// state, every date the commit's. Both builds give the same bytes.
 func TestBuildDeb(t *testing.T) {
 	need(t, "lintian")
 	t.Parallel()
-	tr := newTree(t)
+	tr := newTreeCtl(t, kvdCtl)
 	other := filepath.Join(t.TempDir(), "out")
 	var wg sync.WaitGroup
 	var log1, log2 string
@@ -286,7 +302,7 @@ func TestBuildDeb(t *testing.T) {
 	// The files, and their dates: every one the commit's.
 	hdrs, data := tarFiles(t, dpkgDeb(t, "--fsys-tarfile", deb))
 	for _, f := range []string{
-		"usr/bin/kvd", "etc/kvd/kvd.yaml",
+		"usr/bin/kvd", "usr/libexec/kvd/waiterctl", "etc/kvd/kvd.yaml",
 		"lib/systemd/system/kvd.socket", "lib/systemd/system/kvd.service",
 		"lib/systemd/system/kvd-accept.socket", "lib/systemd/system/kvd-accept@.service",
 		"lib/systemd/system/kvd.service.d/limits.conf", "lib/systemd/system/kvd-accept@.service.d/limits.conf",
@@ -301,6 +317,29 @@ func TestBuildDeb(t *testing.T) {
 	}
 	if h := hdrs["lib/systemd/system/kvd.service.d/limits.conf"]; h != nil && h.Mode&0o777 != 0o644 {
 		t.Errorf("the drop-in's mode: %o", h.Mode)
+	}
+	for _, f := range []string{"usr/bin/kvd", "usr/libexec/kvd/waiterctl"} {
+		if h := hdrs[f]; h != nil && (h.Mode&0o7777 != 0o755 || h.Uname != "root" || h.Gname != "root") {
+			t.Errorf("%s: mode %o, owner %s:%s; want 755 root:root", f, h.Mode, h.Uname, h.Gname)
+		}
+	}
+	// waiterctl is a static x86-64 ELF, as the daemon is; not on PATH,
+	// where only waiterd's package puts one.
+	if b := data["usr/libexec/kvd/waiterctl"]; len(b) < 20 || string(b[:4]) != "\x7fELF" || b[18] != 0x3e {
+		t.Errorf("usr/libexec/kvd/waiterctl is no x86-64 ELF binary")
+	}
+	if _, ok := hdrs["usr/bin/waiterctl"]; ok {
+		t.Errorf("usr/bin/waiterctl is waiterd's: another package must not ship it")
+	}
+	svc := data["lib/systemd/system/kvd.service"]
+	for _, l := range []string{"ExecReload=" + kvdCtl + " -s /run/kvd/control -timeout 85s reload", "RuntimeDirectory=kvd"} {
+		if !bytes.Contains(svc, []byte("\n"+l+"\n")) {
+			t.Errorf("kvd.service: no line %q in:\n%s", l, svc)
+		}
+	}
+	// Nothing runs /bin/kill: no procps.
+	if dep := strings.TrimSpace(string(dpkgDeb(t, "-f", deb, "Depends"))); strings.Contains(dep, "procps") {
+		t.Errorf("Depends: %q: want no procps, ExecReload= runs waiterctl", dep)
 	}
 	for name, h := range hdrs {
 		if !h.ModTime.Equal(commitTime) {
@@ -601,5 +640,244 @@ func TestRefused(t *testing.T) {
 				t.Errorf("want %q in:\n%s", c.say, log)
 			}
 		})
+	}
+}
+
+// readStaged reads a file of the package's staged source (dryRun's debian/
+// dir and its parent).
+func readStaged(t *testing.T, debian, rel string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(debian, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestWaiterctl: what -waiterctl ships and what it refuses, and the procps
+// dependency, which only units that run /bin/kill need.
+func TestWaiterctl(t *testing.T) {
+	need(t)
+	t.Parallel()
+	tr := newTree(t)
+	ctlTree := newTreeCtl(t, kvdCtl)
+
+	// No waiterctl: ExecReload= is -check and /bin/kill, so procps.
+	debian, log := dryRun(t, tr.src, nil, tr.args()...)
+	if c := readStaged(t, debian, "control"); !strings.Contains(c, "\nDepends: procps, ${misc:Depends}") {
+		t.Errorf("kill -HUP units: want Depends: procps, in:\n%s", c)
+	}
+	if in := readStaged(t, debian, "install"); strings.Contains(in, "waiterctl") {
+		t.Errorf("no -waiterctl: debian/install has waiterctl:\n%s", in)
+	}
+	if strings.Contains(log, "note:") {
+		t.Errorf("no -waiterctl: a note:\n%s", log)
+	}
+
+	// -waiterctl without -units: the generated units reload with it.
+	a := ctlTree.args()
+	for i := range a {
+		if a[i] == "-units" {
+			a = append(a[:i:i], a[i+2:]...)
+			break
+		}
+	}
+	debian, _ = dryRun(t, ctlTree.src, nil, a...)
+	svc := readStaged(t, debian, "../units/kvd.service")
+	if want := "\nExecReload=" + kvdCtl + " -s /run/kvd/control -timeout 85s reload\n"; !strings.Contains(svc, want) {
+		t.Errorf("-waiterctl, generated units: no %q in:\n%s", want, svc)
+	}
+	if in := readStaged(t, debian, "install"); !strings.Contains(in, "\nwaiterctl usr/libexec/kvd/\n") {
+		t.Errorf("-waiterctl: want waiterctl usr/libexec/kvd/ in debian/install:\n%s", in)
+	}
+	if c := readStaged(t, debian, "control"); !strings.Contains(c, "\nDepends: ${misc:Depends}") {
+		t.Errorf("-waiterctl: want no procps in:\n%s", c)
+	}
+	if o := readStaged(t, debian, "kvd.lintian-overrides"); !strings.Contains(o, "\nkvd: statically-linked-binary [usr/libexec/kvd/waiterctl]\n") {
+		t.Errorf("-waiterctl: no override for the static waiterctl in:\n%s", o)
+	}
+	if m := readStaged(t, debian, "manpages"); m != "kvd.8\n" {
+		t.Errorf("-waiterctl: manpages %q: want kvd.8 alone (waiterctl is not on PATH)", m)
+	}
+
+	// Shipped, but the units reload without it: said, not refused.
+	_, log = dryRun(t, tr.src, nil, tr.args("-waiterctl")...)
+	if !strings.Contains(log, "note: "+kvdCtl+" is shipped, but no ExecReload= of the units runs it") {
+		t.Errorf("-waiterctl with kill -HUP units: no note in:\n%s", log)
+	}
+
+	// Units that run a waiterctl the package does not have.
+	other := filepath.Join(t.TempDir(), "units")
+	files, err := units.Generate(units.Params{Name: "kvd", Port: 7300, Waiterctl: "/usr/bin/waiterctl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(other, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(other, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		say  string
+	}{
+		{"no -waiterctl", func() []string { u := ctlTree; u.ctl = ""; return u.args() }(),
+			"the units' ExecReload= runs " + kvdCtl + ", which this package does not ship: give -waiterctl"},
+		// /usr/bin/waiterctl is waiterd's package's.
+		{"waiterd's", func() []string { u := ctlTree; u.units = other; return u.args() }(),
+			"runs /usr/bin/waiterctl, which this package does not ship (it ships " + kvdCtl + ")"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			log, err := buildDeb(t, tr.src, nil, append(c.args, "-dry-run")...)
+			if err == nil {
+				t.Fatalf("want a failure, have none:\n%s", log)
+			}
+			if !strings.Contains(log, c.say) {
+				t.Errorf("want %q in:\n%s", c.say, log)
+			}
+		})
+	}
+}
+
+// TestNoWaiterctlSource: from a checkout without cmd/waiterctl, waiterd's
+// package, and another with -waiterctl, are refused at once, saying why;
+// another daemon's without it builds as before.
+func TestNoWaiterctlSource(t *testing.T) {
+	need(t)
+	t.Parallel()
+	tr := newTree(t)
+	top := filepath.Join(t.TempDir(), "waiter")
+	if err := os.MkdirAll(top, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, ".", nil, "cp", "-r", ".", filepath.Join(top, "packaging"))
+	script := filepath.Join(top, "packaging", "build-deb.sh")
+	out := filepath.Join(t.TempDir(), "out")
+	for _, c := range []struct {
+		name string
+		args []string
+		say  string // "" for success
+	}{
+		{"waiterd", []string{"-out", out}, top + "/cmd/waiterctl is missing: the waiterd package ships waiterctl as /usr/bin/waiterctl"},
+		{"kvd -waiterctl", tr.args("-waiterctl", "-out", out), top + "/cmd/waiterctl is missing: the kvd package ships waiterctl as " + kvdCtl},
+		{"kvd", tr.args("-out", out), ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(script, append(c.args, "-dry-run")...)
+			cmd.Dir = tr.src
+			b, err := cmd.CombinedOutput()
+			if c.say == "" {
+				if err != nil {
+					t.Errorf("want success, have %v:\n%s", err, b)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(string(b), c.say) {
+				t.Errorf("want a failure saying %q, have %v:\n%s", c.say, err, b)
+			}
+			if strings.Contains(string(b), "dated") {
+				t.Errorf("it went on before refusing:\n%s", b)
+			}
+		})
+	}
+}
+
+// TestBuildDebWaiterd builds waiterd's own package, as `make deb` does (into
+// another directory), and reads it back: both binaries, static and 0755,
+// waiterctl's man page, the units exactly as units/ has them, reloading
+// with /usr/bin/waiterctl, and no procps.
+func TestBuildDebWaiterd(t *testing.T) {
+	need(t, "lintian")
+	t.Parallel()
+	out := t.TempDir()
+	log, err := buildDeb(t, t.TempDir(), nil, "-out", out)
+	if err != nil {
+		t.Fatalf("build-deb.sh: %v\n%s", err, log)
+	}
+	if !strings.Contains(log, "lintian: no error, no warning") {
+		t.Errorf("lintian did not pass:\n%s", log)
+	}
+	debs, _ := filepath.Glob(filepath.Join(out, "waiterd_*_amd64.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("want one waiterd_*_amd64.deb in %s, have %v\n%s", out, debs, log)
+	}
+	deb := debs[0]
+	hdrs, data := tarFiles(t, dpkgDeb(t, "--fsys-tarfile", deb))
+	var files []string
+	for name, h := range hdrs {
+		if h.Typeflag != tar.TypeDir {
+			files = append(files, name)
+		}
+	}
+	sort.Strings(files)
+	want := []string{
+		"etc/waiterd/waiterd.yaml",
+		"lib/systemd/system/waiterd-accept.socket", "lib/systemd/system/waiterd-accept@.service",
+		"lib/systemd/system/waiterd.service", "lib/systemd/system/waiterd.socket",
+		"usr/bin/waiterctl", "usr/bin/waiterd",
+		"usr/share/doc/waiterd/changelog.Debian.gz", "usr/share/doc/waiterd/copyright",
+		"usr/share/lintian/overrides/waiterd",
+		"usr/share/man/man1/waiterctl.1.gz", "usr/share/man/man8/waiterd.8.gz",
+	}
+	if fmt.Sprint(files) != fmt.Sprint(want) {
+		t.Errorf("files:\nwant %v\nhave %v", want, files)
+	}
+	for _, f := range files {
+		h := hdrs[f]
+		mode := int64(0o644)
+		if strings.HasPrefix(f, "usr/bin/") {
+			mode = 0o755
+		}
+		if h.Mode&0o7777 != mode || h.Uname != "root" || h.Gname != "root" {
+			t.Errorf("%s: mode %o, owner %s:%s; want %o root:root", f, h.Mode&0o7777, h.Uname, h.Gname, mode)
+		}
+	}
+	for _, f := range []string{"usr/bin/waiterd", "usr/bin/waiterctl"} {
+		if b := data[f]; len(b) < 20 || string(b[:4]) != "\x7fELF" || b[18] != 0x3e {
+			t.Errorf("%s is no x86-64 ELF binary", f)
+		}
+	}
+	for _, name := range units.FileNames("waiterd") {
+		shipped, err := os.ReadFile(filepath.Join("..", "units", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(data["lib/systemd/system/"+name], shipped) {
+			t.Errorf("lib/systemd/system/%s differs from units/%s", name, name)
+		}
+	}
+	svc := string(data["lib/systemd/system/waiterd.service"])
+	for _, l := range []string{"ExecReload=/usr/bin/waiterctl -s /run/waiterd/control -timeout 85s reload", "RuntimeDirectory=waiterd"} {
+		if !strings.Contains(svc, "\n"+l+"\n") {
+			t.Errorf("waiterd.service: no line %q", l)
+		}
+	}
+	if strings.Contains(svc, "/bin/kill") {
+		t.Errorf("waiterd.service still runs /bin/kill:\n%s", svc)
+	}
+	if dep := strings.TrimSpace(string(dpkgDeb(t, "-f", deb, "Depends"))); strings.Contains(dep, "procps") {
+		t.Errorf("Depends: %q: want no procps", dep)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data["usr/share/man/man1/waiterctl.1.gz"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, _ := io.ReadAll(zr)
+	if !strings.Contains(string(man), ".TH WAITERCTL 1") {
+		t.Errorf("waiterctl.1: not waiterctl's page:\n%.200s", man)
+	}
+	zr, err = gzip.NewReader(bytes.NewReader(data["usr/share/man/man8/waiterd.8.gz"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, _ = io.ReadAll(zr)
+	for _, w := range []string{"/run/waiterd/control", ".BR waiterctl (1)"} {
+		if !strings.Contains(string(man), w) {
+			t.Errorf("waiterd.8 does not mention %q", w)
+		}
 	}
 }
