@@ -31,6 +31,9 @@ type ctlReq struct {
 // told so rather than left hanging.
 const ctlWait = 5 * time.Second
 
+// ctlReplyWait bounds the wait for the supervisor's answer.
+const ctlReplyWait = 10 * time.Minute
+
 // stacksWait bounds the wait for a worker's stacks.
 const stacksWait = 5 * time.Second
 
@@ -100,6 +103,10 @@ func handleControl(ctx context.Context, r control.Request, ev *events, broker *s
 	var rep control.Reply
 	select {
 	case rep = <-c.reply:
+	case <-time.After(ctlReplyWait):
+		// A reload has its own bounds (startTimeout, graceful_timeout):
+		// this one only keeps a connection from being held for ever.
+		return control.Reply{Error: "no result in " + ctlReplyWait.String()}
 	case <-ctx.Done():
 		return control.Reply{Error: "the server is stopping"}
 	}
@@ -156,15 +163,21 @@ func (sv *supervisor) workersCmd(n int) control.Reply {
 	steps = min(steps, 1<<17) // more than any pool can take: the rest is refused anyway
 	res := &control.WorkersResult{}
 	done := 0
+	sv.quietResize = true
 	for ; done < steps; done++ {
 		if why := sv.resize(sig); why != "" {
 			res.Refused = why
 			break
 		}
 	}
+	sv.quietResize = false
+	what := "workers"
 	res.Target = sv.target
 	if sv.mode == modeForking {
-		res.Target = sv.spares
+		res.Target, what = sv.spares, "spares"
+	}
+	if done > 0 {
+		sv.log.Infof("waiter: control socket: workers %+d: %d %s", done*(n/abs(n)), res.Target, what)
 	}
 	if done == 0 {
 		return control.Reply{Error: "workers: " + res.Refused, Workers: res}
@@ -309,3 +322,10 @@ func (sv *supervisor) statusNote() string {
 }
 
 var errStopping = errors.New("the server is stopping")
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}

@@ -225,7 +225,9 @@ func (sv *supervisor) resize(sig syscall.Signal) (refused string) {
 			sv.spares--
 			sv.retireOne(kindSpare)
 		}
-		sv.log.Infof("waiter: %s: %d spares", name, sv.spares)
+		if !sv.quietResize {
+			sv.log.Infof("waiter: %s: %d spares", name, sv.spares)
+		}
 	case modePrefork:
 		switch {
 		case sv.fixed:
@@ -248,7 +250,9 @@ func (sv *supervisor) resize(sig syscall.Signal) (refused string) {
 				sv.retireOne(kindWorker)
 			}
 		}
-		sv.log.Infof("waiter: %s: pool of %d workers", name, sv.target)
+		if !sv.quietResize {
+			sv.log.Infof("waiter: %s: pool of %d workers", name, sv.target)
+		}
 	default:
 		why := fmt.Sprintf("%s serves in one process", o.Mode())
 		sv.log.Warnf("waiter: %s: ignored: %s", name, why)

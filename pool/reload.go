@@ -190,7 +190,9 @@ func (sv *supervisor) checkReady() {
 			sv.retire(k, now.Add(sv.cur.opts.o.GracefulTimeout.D()))
 		}
 	}
-	if sv.serving != nil {
+	if sv.serving != nil || len(sv.reloadWaiters) > 0 {
+		// A reload asked for before the first READY=1 superseded the
+		// start: it is done too.
 		sv.log.Infof("waiter: reloaded: generation %d serving", sv.cur.n)
 		sv.status.note = ""
 		sv.reloadResult(sv.cur.n, "ok", "")

@@ -406,7 +406,9 @@ func (s *Server) supervise(g *generation, ev *events) error {
 		defer sv.m.close()
 		s.log.Infof("waiter: metrics on http://%s/metrics", addr)
 	}
-	if path := controlPath(o); path != "" {
+	// Accept=yes runs one instance a connection, all with the same
+	// runtime directory: they have no control socket of their own.
+	if path := controlPath(o); path != "" && m != modeConnected {
 		cs, err := s.startControl(path, ev, broker)
 		if err != nil {
 			return s.fail(ErrListen, err)

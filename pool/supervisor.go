@@ -109,6 +109,7 @@ type supervisor struct {
 	status         statusState
 
 	started       time.Time
+	quietResize   bool // workersCmd logs one line for its N steps
 	obs           observer
 	m             *metrics // nil: metrics_listen is off
 	reloadWaiters []reloadWaiter

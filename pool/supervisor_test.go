@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/waiter-go/waiter/config"
+	"github.com/waiter-go/waiter/control"
 	"github.com/waiter-go/waiter/hooks"
 )
 
@@ -51,6 +52,8 @@ type fakeWorld struct {
 	errors  []string
 	reloadN int // Server.Reload calls
 	badNext bool
+	// reloads asked for on the control socket, each answered once
+	ctlReloads []chan control.Reply
 	// failStarts makes that share of spawns fail.
 	failStarts float64
 }
@@ -460,6 +463,28 @@ func (w *fakeWorld) step() string {
 		case n < 86:
 			w.sv.signal(syscall.SIGUSR1)
 			return "USR1"
+		case n < 88:
+			w.badNext = w.rnd.IntN(4) == 0
+			ch := make(chan control.Reply, 1)
+			w.sv.command(ctlReq{r: control.Request{Cmd: control.CmdReload}, reply: ch})
+			w.ctlReloads = append(w.ctlReloads, ch)
+			return "control reload"
+		case n < 90:
+			n := w.rnd.IntN(7) - 3
+			ch := make(chan control.Reply, 1)
+			w.sv.command(ctlReq{r: control.Request{Cmd: control.CmdWorkers, N: n}, reply: ch})
+			if len(ch) != 1 {
+				w.t.Fatalf("control workers %+d: no answer at once", n)
+			}
+			return fmt.Sprintf("control workers %+d", n)
+		case n < 91:
+			ch := make(chan control.Reply, 1)
+			w.sv.command(ctlReq{r: control.Request{Cmd: control.CmdStatus}, reply: ch})
+			rep := <-ch
+			if !rep.OK || len(rep.Status.Workers) != len(w.sv.kids) || rep.Status.Generation != w.sv.cur.n {
+				w.t.Fatalf("control status: %d workers for %d kids, generation %d for %d", len(rep.Status.Workers), len(w.sv.kids), rep.Status.Generation, w.sv.cur.n)
+			}
+			return "control status"
 		default:
 			w.tick(time.Duration(w.rnd.IntN(300)) * time.Millisecond)
 			return "tick"
@@ -553,6 +578,15 @@ func TestSupervisorRandomSequences(t *testing.T) {
 				if !w.lastReloadCompleted() {
 					t.Fatalf("seed %d: a RELOADING=1 without READY=1 after it\n%s", seed, w.dump())
 				}
+				// Every reload asked for on the control socket has its
+				// answer once the pool settled, and only one.
+				for i, ch := range w.ctlReloads {
+					if len(ch) != 1 {
+						t.Fatalf("seed %d: control reload %d of %d unanswered after settling\n%s", seed, i+1, len(w.ctlReloads), w.dump())
+					}
+					<-ch
+				}
+				w.ctlReloads = nil
 				c := w.sv.census()
 				switch w.sv.mode {
 				case modePrefork:
