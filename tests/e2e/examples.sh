@@ -104,12 +104,15 @@ ex_until() {
 # logged at err naming the file, line and key, and the master serves on as
 # it was; then KEY is put back to GOOD. With ExecReload= running NAME
 # -check first, `systemctl reload` itself fails and the master never hears
-# of the file; with a bare kill -HUP it succeeds and the master refuses.
+# of the file; with waiterctl (build-deb.sh -waiterctl) it fails too, and
+# the master has refused the file; with a bare kill -HUP it succeeds and
+# the master refuses.
 ex_reload_bad() {
-  local name=$1 key=$2 t pid rc=0 out exec checks=""
+  local name=$1 key=$2 t pid rc=0 out exec checks="" ctl=""
   pid=$(prop "$name.service" MainPID)
   exec=$(prop "$name.service" ExecReload)
   [[ $exec != *" -check "* ]] || checks=1
+  [[ $exec != *"/waiterctl "* ]] || ctl=1
   t=$(now)
   sleep 1 # the journal's --since has a resolution of a second
   ex_set "$name" "$key" "$3"
@@ -119,6 +122,11 @@ ex_reload_bad() {
     note "systemctl reload with $key: $3: failed (exit $rc), as ExecReload= runs $name -check first"
     out=$(c systemctl status --no-pager -n 20 "$name.service" 2>&1 || true)
     [[ $out == *"key \"$key\""* ]] || exfail "systemctl status $name does not say why the reload failed"
+  elif [ -n "$ctl" ]; then
+    [ "$rc" != 0 ] || exfail "systemctl reload with $key: $3 succeeded, though ExecReload= is waiterctl reload"
+    note "systemctl reload with $key: $3: failed (exit $rc), as ExecReload= is waiterctl reload"
+    out=$(c systemctl status --no-pager -n 20 "$name.service" 2>&1 || true)
+    [[ $out == *"waiterctl: "*"key \"$key\""* ]] || exfail "systemctl status $name does not show waiterctl's reason"
   else
     note "systemctl reload with $key: $3: exit $rc (ExecReload= is a bare kill -HUP: the master refuses)"
   fi

@@ -44,7 +44,7 @@ keep_banner() {
 
 The container is still up (KEEP=1), with waiterd and myd installed.
   enter:  nsenter -t $p -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=\$TERM LANG=C.UTF-8 bash -l
-  try:    systemctl status waiterd.socket waiterd; /share/loadclient -c 4 -d 5s; journalctl -u waiterd
+  try:    systemctl status waiterd.socket waiterd; waiterctl status; /share/loadclient -c 4 -d 5s; journalctl -u waiterd
   stop:   kill -TERM $(nspawn_pid) && sleep 3 && rm -rf $WORK
 EOF
 }
@@ -68,15 +68,18 @@ cp "$deb" "$SHARE/waiterd.deb"
 log "waiterd package: $deb"
 
 t=$(ts)
+# jsonq reads waiterctl's JSON on the host: the container has no jq or python3.
 (cd "$top" && CGO_ENABLED=0 go build -trimpath -o "$SHARE/loadclient" ./tests/e2e/loadclient &&
+  CGO_ENABLED=0 go build -trimpath -o "$WORK/jsonq" ./tests/e2e/jsonq &&
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$WORK/myd" ./tests/e2e/myd)
 # myd is packaged with the same machinery a user runs: a name, a port, a
-# binary and its source tree (which dates the package).
-"$top/packaging/build-deb.sh" -name myd -port "$MYD_PORT" -binary "$WORK/myd" -source-dir "$here/myd" \
+# binary and its source tree (which dates the package); -waiterctl ships its
+# own /usr/libexec/myd/waiterctl, which its ExecReload= runs.
+"$top/packaging/build-deb.sh" -name myd -port "$MYD_PORT" -binary "$WORK/myd" -source-dir "$here/myd" -waiterctl \
   -config "$here/myd/myd.yaml" ${MYD_UNITS:+-units "$MYD_UNITS"} -summary "second waiter daemon of the end-to-end suite" -out "$WORK/myd-deb" 2>"$WORK/myd-deb.log" ||
   { cat "$WORK/myd-deb.log" >&2; exit 1; }
 cp "$WORK"/myd-deb/myd_*_amd64.deb "$SHARE/myd.deb"
-log "built loadclient, myd and myd's package (lintian clean) in $(el "$t")"
+log "built loadclient, jsonq, myd and myd's package (lintian clean) in $(el "$t")"
 
 # --- the container ------------------------------------------------------
 
@@ -183,6 +186,51 @@ load_wait() {
   [ "$rc" = 0 ] || fail "load during $1: some connection failed (loadclient exit $rc)"
 }
 
+# The control socket and waiterctl, as the package installs them.
+CTL=/usr/bin/waiterctl
+CTL_SOCK=/run/waiterd/control
+# ctl_status [WAITERCTL -s SOCKET]: the master's status as waiterctl -json
+# prints it, into $WORK/status.json; non-zero (the reason in
+# $WORK/status.err) unless waiterctl succeeded and it is one JSON value.
+# ctl_json is the same, failing the step. st PATH... reads it
+# (tests/e2e/jsonq: a missing field is an error).
+ctl_status() {
+  [ $# -gt 0 ] || set -- "$CTL" -s "$CTL_SOCK"
+  : >"$WORK/status.json"
+  c "$@" -json status >"$WORK/status.json" 2>"$WORK/status.err" || return 1
+  "$WORK/jsonq" <"$WORK/status.json" 2>"$WORK/status.err"
+}
+ctl_json() {
+  [ $# -gt 0 ] || set -- "$CTL" -s "$CTL_SOCK"
+  ctl_status "$@" || fail "$* -json status: $(cat "$WORK/status.err"): $(head -c 400 "$WORK/status.json")"
+}
+st() { "$WORK/jsonq" "$@" <"$WORK/status.json"; }
+# unit_pids UNIT: the processes of UNIT's cgroup, sorted.
+unit_pids() {
+  local cg
+  cg=$(prop "$1" ControlGroup)
+  c sh -c "cat /sys/fs/cgroup/unified$cg/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup$cg/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup/systemd$cg/cgroup.procs" | sort -n
+}
+# workers_match: waiterctl lists exactly the processes of waiterd.service
+# but the master, all of generation $GEN (if set), $COUNT (if set) of them.
+workers_match() {
+  local main have want gens
+  ctl_status || return 1
+  main=$(prop waiterd.service MainPID)
+  have=$(st workers.*.pid | tr ' ' '\n' | sort -n | tr '\n' ' ')
+  want=$(unit_pids waiterd.service | grep -vx "$main" | tr '\n' ' ')
+  [ "$have" = "$want" ] || return 1
+  [ -z "${COUNT:-}" ] || [ "$(st workers.#)" = "$COUNT" ] || return 1
+  gens=$(st workers.*.generation | tr ' ' '\n' | sort -u)
+  [ -z "${GEN:-}" ] || [ "$gens" = "$GEN" ] || return 1
+}
+# serving: waiterd.service active (a client starts it, if need be).
+serving() {
+  is_active waiterd.service || reply 9123 >/dev/null
+  wait_for 10 "waiterd.service active" is_active waiterd.service
+  wait_for 10 "the control socket $CTL_SOCK" c test -S "$CTL_SOCK"
+}
+
 snapshot() { # every file and every user, for step 6's purge check
   c find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
     -o -path /var/tmp -o -path /var/log -o -path /var/lib/dpkg -o -path /var/cache \
@@ -239,6 +287,9 @@ step_install() {
   c man -w waiterd >/dev/null 2>&1 || c test -f /usr/share/man/man8/waiterd.8.gz || fail "no man page"
   c test -f /usr/share/doc/waiterd/copyright || fail "no copyright file"
   c test -f /usr/share/doc/waiterd/changelog.Debian.gz || fail "no changelog.Debian.gz"
+  expect "waiterctl and myd's own" "$(c stat -c '%a %U' "$CTL" /usr/libexec/myd/waiterctl | tr '\n' ' ')" "755 root 755 root "
+  c man -w waiterctl >/dev/null 2>&1 || c test -f /usr/share/man/man1/waiterctl.1.gz || fail "no waiterctl man page"
+  expect "waiterd's reload" "$(c sed -n 's/^ExecReload=//p' /lib/systemd/system/waiterd.service)" "$CTL -s $CTL_SOCK -timeout 85s reload"
 }
 
 step_1() {
@@ -263,8 +314,9 @@ step_2() {
   out=$(c journalctl --no-pager -o cat -u waiterd.service -p info..info SYSLOG_IDENTIFIER=waiterd)
   [[ $out == *"waiter: serving"* ]] || fail "no 'waiter: serving' line at priority info (6)"
   # An error line: a reload with a bad value in the config must fail
-  # (ExecReload= runs waiterd -check first), be logged at priority err (3)
-  # naming the key, and leave the service running as it was.
+  # (ExecReload= is waiterctl reload, which fails when the master refuses),
+  # be logged at priority err (3) naming the key, and leave the service
+  # running as it was.
   c cp /etc/waiterd/waiterd.yaml /run/waiterd.yaml.orig
   c sh -c 'echo "spares: 999" >>/etc/waiterd/waiterd.yaml'
   local pid; pid=$(prop waiterd.service MainPID)
@@ -285,6 +337,106 @@ step_2() {
   expect "MainPID after the refused reload" "$(prop waiterd.service MainPID)" "$pid"
   wait_for 10 "waiterd.service active after the refused reload" is_active waiterd.service
   expect "reply after the refused reload" "$(reply 9123)" "hello world"
+}
+
+# step_ctl: waiterctl on the installed service's control socket shows the
+# pool as the master and systemd see it, as text and as JSON; a user other
+# than root and the service's own cannot even connect.
+step_ctl() {
+  local pid out rc=0 p uid
+  serving
+  pid=$(prop waiterd.service MainPID)
+  # Mode 0600, owned by the service's dynamic user (by uid: the container
+  # may have no nss-systemd to name it).
+  uid=$(c ps -o uid= -p "$pid" | tr -d ' ')
+  [ -n "$uid" ] && [ "$uid" != 0 ] || fail "the master (pid $pid) runs as uid '$uid', want a dynamic user's"
+  expect "the control socket's mode and owner" "$(c stat -c '%a %u' "$CTL_SOCK")" "600 $uid"
+  # The text, with waiterctl's default socket.
+  out=$(c "$CTL" status) || fail "waiterctl status failed: $out"
+  note "$(printf '%s\n' "$out" | head -n 4)"
+  [[ $out == *"pid $pid, prefork mode"* ]] || fail "waiterctl status does not show the master (pid $pid) in prefork mode"
+  [[ $out == *":9123 "* ]] || fail "waiterctl status does not show the listener on port 9123"
+  # The JSON: every worker of the unit's cgroup, and only those; prefork 8
+  # (packaging/waiterd.yaml), all of them there at rest.
+  COUNT=8 GEN="" wait_for 30 "waiterctl's workers are the unit's processes but the master" workers_match
+  expect "JSON mode, pid, prefork" "$(st mode pid prefork | tr '\n' ' ')" "prefork $pid 8 "
+  [[ " $(st listeners.*.addr) " == *":9123 "* ]] || fail "no listener on port 9123 in the JSON: $(st listeners.*.addr)"
+  note "JSON: $(st workers.#) workers ($(st workers.*.pid)), listeners $(st listeners.*.addr), generation $(st serving) serving"
+  for p in $(st workers.*.pid); do
+    [[ $out == *$'\n'"  $p "* ]] || fail "waiterctl status does not list worker $p"
+  done
+  # Anyone else is refused.
+  out=$(c runuser -u nobody -- "$CTL" -s "$CTL_SOCK" status 2>&1) || rc=$?
+  [ "$rc" != 0 ] || fail "waiterctl status as nobody succeeded: $out"
+  [[ $out == *"permission denied"* ]] || fail "waiterctl status as nobody: exit $rc, but not 'permission denied': $out"
+  note "as nobody: exit $rc, $out"
+  expect "MainPID after waiterctl" "$(prop waiterd.service MainPID)" "$pid"
+  expect "reply after waiterctl" "$(reply 9123)" "hello world"
+}
+
+# step_ctl_reload: with ExecReload= running waiterctl, `systemctl reload`
+# says how the reload went. A bad value in the unit's config file fails it,
+# with the reason in the journal, the old generation serving on; the file
+# fixed (prefork 4), it returns 0 only once the new generation serves.
+step_ctl_reload() {
+  local conf pid g0 g1 t rc=0 out i
+  serving
+  conf=$(prop waiterd.service ExecStart | sed -n 's/.*-config \([^ ;]*\).*/\1/p' | head -n 1)
+  [ -n "$conf" ] || fail "no -config in waiterd.service's ExecStart: $(prop waiterd.service ExecStart)"
+  note "the unit's config: $conf"
+  c cp "$conf" /run/waiterd-e2e.yaml.orig
+  pid=$(prop waiterd.service MainPID)
+  ctl_json
+  g0=$(st serving)
+  t=$(now)
+  sleep 1 # the journal's --since has a resolution of a second
+  c sed -i 's/^prefork:.*/prefork: lots/' "$conf"
+  c systemctl reload waiterd.service 2>"$WORK/reload.err" || rc=$?
+  [ "$rc" != 0 ] || fail "systemctl reload with prefork: lots exited 0"
+  note "systemctl reload with prefork: lots: exit $rc ($(head -n 1 "$WORK/reload.err"))"
+  # waiterctl's one line, in the unit's journal, says why.
+  for i in $(seq 1 50); do
+    out=$(journal_since "$t" -u waiterd.service | grep '^waiterctl: ' || true)
+    [[ $out == *prefork*lots* ]] && break
+    sleep 0.2
+  done
+  [[ $out == *prefork*lots* ]] || fail "no waiterctl line naming prefork: lots in the journal: '$out'"
+  note "journal: $out"
+  out=$(journal_since "$t" -u waiterd.service -p err..err)
+  [[ $out == *prefork* ]] || fail "the master logged no error naming prefork: '$out'"
+  out=$(c systemctl status --no-pager -n 20 waiterd.service 2>&1 || true)
+  [[ $out == *"waiterctl: "*prefork* ]] || fail "systemctl status does not show why the reload failed"
+  # Still active, the same master, the old generation serving.
+  expect "waiterd.service after the refused reload" "$(prop waiterd.service ActiveState)" active
+  expect "MainPID after the refused reload" "$(prop waiterd.service MainPID)" "$pid"
+  ctl_json
+  expect "generation serving after the refused reload" "$(st serving)" "$g0"
+  expect "the last reload" "$(st last_reload.result)" refused
+  expect "prefork after the refused reload" "$(st prefork)" 8
+  expect "reply after the refused reload" "$(reply 9123)" "hello world"
+
+  # Fixed, and changed: prefork 4. Right after systemctl reload returns,
+  # the new generation serves (no waiting here).
+  c cp /run/waiterd-e2e.yaml.orig "$conf"
+  c sed -i 's/^prefork:.*/prefork: 4/' "$conf"
+  c systemctl reload waiterd.service 2>"$WORK/reload.err" || fail "systemctl reload with prefork: 4 failed: $(cat "$WORK/reload.err")"
+  expect "waiterd.service right after the reload" "$(prop waiterd.service ActiveState)" active
+  ctl_json
+  g1=$(st serving)
+  [ "$g1" -gt "$g0" ] 2>/dev/null || fail "generation $g1 serving after the reload, want one newer than $g0"
+  expect "the newest generation is the one serving" "$(st generation)" "$g1"
+  expect "the last reload" "$(st last_reload.result) $(st last_reload.generation)" "ok $g1"
+  expect "prefork after the reload" "$(st prefork)" 4
+  expect "reply after the reload" "$(reply 9123)" "hello world"
+  expect "MainPID after the reload (a reload is no restart)" "$(prop waiterd.service MainPID)" "$pid"
+  # The old generation retires (graceful_timeout 20 s at most).
+  COUNT=4 GEN=$g1 wait_for 30 "4 workers, all of generation $g1, the unit's only processes but the master" workers_match
+  note "generation $g0 -> $g1: $(st workers.#) workers ($(st workers.*.pid))"
+  # Back as it was, for the steps after.
+  c cp /run/waiterd-e2e.yaml.orig "$conf"
+  c systemctl reload waiterd.service || fail "systemctl reload of the original file failed"
+  ctl_json
+  expect "prefork after reloading the original file" "$(st prefork)" 8
 }
 
 # A restart with a broken configuration fails, and must not fail the socket:
@@ -405,9 +557,18 @@ step_7() {
 }
 
 step_myd() {
+  local ctl=/usr/libexec/myd/waiterctl
   expect "myd.service before its first client" "$(prop myd.service ActiveState)" inactive
   expect "myd's reply on $MYD_PORT" "$(WANT='myd\n' reply $MYD_PORT)" myd
   wait_for 10 "myd.service active after its first client" is_active myd.service
+  # Its own waiterctl (build-deb.sh -waiterctl), on its own control socket.
+  expect "myd's reload" "$(c sed -n 's/^ExecReload=//p' /lib/systemd/system/myd.service)" "$ctl -s /run/myd/control -timeout 85s reload"
+  wait_for 10 "myd's control socket" c test -S /run/myd/control
+  ctl_json "$ctl" -s /run/myd/control
+  expect "myd's mode and pid (its waiterctl)" "$(st mode pid | tr '\n' ' ')" "prefork $(prop myd.service MainPID) "
+  c systemctl reload myd.service || fail "systemctl reload myd failed"
+  ctl_json "$ctl" -s /run/myd/control
+  expect "myd's last reload" "$(st last_reload.result)" ok
   expect "myd's reply on $((MYD_PORT + 1)) (Accept=yes)" "$(WANT='myd\n' reply $((MYD_PORT + 1)))" myd
   expect "waiterd still on 9123" "$(reply 9123)" "hello world"
 }
@@ -445,6 +606,11 @@ step_6() {
   [ -z "$left" ] || fail "processes of waiterd.service left after stop:$left"
   out=$(c journalctl --no-pager -o cat -u waiterd.service)
   [[ $out != *"timed out. Killing"* ]] || fail "systemd had to kill waiterd at some stop"
+  # The runtime directories go with their services (RuntimeDirectoryPreserve=no):
+  # no control socket is left behind.
+  for p in /run/waiterd /run/myd; do
+    if c test -e "$p"; then fail "$p left after the stop"; fi
+  done
   c dpkg --purge waiterd myd >"$WORK/dpkg-purge.log" 2>&1 || { cat "$WORK/dpkg-purge.log" >&2; fail "dpkg --purge"; }
   c systemctl daemon-reload
   snapshot >"$WORK/after.txt"
@@ -462,6 +628,8 @@ run_step install "install: the sockets are enabled and started" step_install
 if [[ ${results[-1]} == PASS* ]]; then
   run_step 1 "socket activation: inactive until the first client, hello world, then active" step_1
   run_step 2 "systemctl status shows STATUS; the journal has waiterd's lines with their priorities" step_2
+  run_step ctl "waiterctl on /run/waiterd/control: the pool (prefork, its workers, the listener), as text and JSON; nobody is refused" step_ctl
+  run_step ctl-reload "systemctl reload (waiterctl): a bad file fails it, the old generation serving; fixed, it returns once the new one serves" step_ctl_reload
   run_step broken "a restart with a broken file fails; a client queued meanwhile is served once it is fixed, no reset-failed" step_broken_restart
   run_step 3 "systemctl reload under steady load fails no connection" step_3
   run_step 4 "systemctl restart under steady load refuses no connection" step_4
