@@ -27,6 +27,20 @@ type loadResult struct {
 	Lat     latencies
 	PerSec  float64
 	Samples [numErrKinds]string // the first error of each kind, for -v
+	// Procs is the server's process group (master and workers) at the
+	// end of the window; 0: not counted.
+	Procs int
+	// CPU is what the server's processes used during the call (user and
+	// system, in clock ticks of 10ms); 0: not measured.
+	CPU time.Duration
+}
+
+// cpuPerConn is the server's CPU time per connection served.
+func (r loadResult) cpuPerConn() time.Duration {
+	if r.OK == 0 || r.CPU <= 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.OK)
 }
 
 // loadOptions are the load generator's settings.

@@ -9,13 +9,18 @@
 // (one Go process, a goroutine per connection) of the same run. It also
 // times the bare spawn of the waiterd binary (the ceiling of forking mode),
 // and, for the prefork pool, the time to READY=1 and to the first served
-// client and the idle memory of the process tree.
+// client and the idle memory of the process tree. The prefork pool is also
+// run with its metrics and control socket on and watched (a /metrics
+// scrape and a control status request each second, as Prometheus and
+// waiterctl top would), interleaved with plain prefork in the same rounds:
+// the report gives the cost of leaving them on as the ratio of the two.
 //
 // Usage (from the repository):
 //
-//	go run ./cmd/waiter-bench            # the full run, about 6 minutes on 2 cores
+//	go run ./cmd/waiter-bench            # the full run, about 7 minutes on 2 cores
 //	go run ./cmd/waiter-bench -quick     # a smoke run, under a minute
 //	go run ./cmd/waiter-bench -modes baseline,prefork -c 64 -rounds 5
+//	go run ./cmd/waiter-bench -modes prefork,prefork+ops -c 64 -rounds 5 -startups 0
 //
 // The load is loopback only and bounded in time; every server is killed at
 // the end, on error and on ^C. It prints; it judges nothing by its exit
@@ -74,7 +79,7 @@ type settings struct {
 }
 
 // allModes, in the order they run and print.
-var allModes = []string{"baseline", "nofork", "forking", "spares", "prefork", "spawn"}
+var allModes = []string{"baseline", "nofork", "forking", "spares", "prefork", "prefork+ops", "spawn"}
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	var st settings
@@ -196,7 +201,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	becomeSubreaper()
 	defer killAll()
 
-	b := &bench{st: st, out: stdout, log: stderr, res: map[rowKey][]loadResult{}}
+	b := &bench{st: st, out: stdout, log: stderr, res: map[rowKey][]loadResult{}, watched: map[string]*watchStats{}}
 	if st.Load != "" {
 		err = b.loadOnly(ctx)
 	} else {
@@ -230,14 +235,16 @@ type startup struct {
 }
 
 type bench struct {
-	st       settings
-	out, log io.Writer
-	specs    map[string]serverSpec
-	res      map[rowKey][]loadResult
-	starts   []startup
-	dir      string
-	waiterd  string
-	began    time.Time
+	st        settings
+	out, log  io.Writer
+	specs     map[string]serverSpec
+	res       map[rowKey][]loadResult
+	watched   map[string]*watchStats // by mode, over the rounds
+	starts    []startup
+	dir       string
+	waiterd   string
+	began     time.Time
+	loadStart string // the machine's load average when the run began
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -248,6 +255,7 @@ func (b *bench) logf(format string, args ...any) {
 
 func (b *bench) run(ctx context.Context) error {
 	b.began = time.Now()
+	b.loadStart = loadAvg()
 	dir, err := os.MkdirTemp("", "waiter-bench-")
 	if err != nil {
 		return err
@@ -277,6 +285,11 @@ func (b *bench) run(ctx context.Context) error {
 			"-spares", strconv.Itoa(b.st.Spares)}},
 		"prefork": {Name: "prefork", Exe: b.waiterd, Args: []string{"-listen", "{addr}",
 			"-prefork", strconv.Itoa(b.st.Prefork), "-maxfork", strconv.Itoa(b.st.Maxfork)}},
+		// prefork's arguments and the operator's view on; the metrics port
+		// is the kernel's choice, read back from the master's log.
+		"prefork+ops": {Name: "prefork+ops", Exe: b.waiterd, Watch: true, Args: []string{"-listen", "{addr}",
+			"-prefork", strconv.Itoa(b.st.Prefork), "-maxfork", strconv.Itoa(b.st.Maxfork),
+			"-control", "{control}", "-metrics-listen", "127.0.0.1:0"}},
 	}
 	b.logf("about %s of load: %d rounds x %d modes x %d concurrencies x (%s + %s warm-up)",
 		b.st.estimate().Round(time.Second), b.st.Rounds, len(b.st.Modes), len(b.st.Concs), b.st.Duration, b.st.Warmup)
@@ -287,7 +300,7 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	for r := 1; r <= b.st.Rounds; r++ {
-		for _, m := range b.st.Modes {
+		for _, m := range roundOrder(b.st.Modes, r) {
 			if err := b.measure(ctx, m, r); err != nil {
 				return err
 			}
@@ -300,6 +313,7 @@ func (b *bench) run(ctx context.Context) error {
 // loadOnly runs the load generator alone against -load's address.
 func (b *bench) loadOnly(ctx context.Context) error {
 	b.began = time.Now()
+	b.loadStart = loadAvg()
 	ap, err := netip.ParseAddrPort(b.st.Load)
 	if err != nil {
 		return fmt.Errorf("-load: %w", err)
@@ -381,6 +395,14 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 		return err
 	}
 	defer s.stop()
+	var w *watcher
+	if s.spec.Watch {
+		if w, err = watchServer(ctx, s); err != nil {
+			return err
+		}
+		// On an error, stopped before the server (defers run last first).
+		defer w.stop()
+	}
 	for _, c := range b.st.Concs {
 		o := loadOptions{Addr: s.addr, Conc: c, Duration: b.st.Warmup, Timeout: b.st.Timeout, Engine: b.st.Engine}
 		if b.st.Warmup > 0 {
@@ -389,10 +411,19 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 			}
 		}
 		o.Duration = b.st.Duration
+		cpu0, cerr := treeCPU(s.cmd.Process.Pid)
 		r, err := runLoad(ctx, o)
 		if err != nil {
 			return err
 		}
+		// What the server spent per client is steadier than its rate when
+		// other programs take the CPUs: the ops figures give both.
+		if cpu1, err := treeCPU(s.cmd.Process.Pid); err == nil && cerr == nil {
+			r.CPU = cpu1 - cpu0
+		}
+		// The pool's size decides much of its rate on a small machine:
+		// read how big it had grown, for -v and the ops figures.
+		r.Procs = len(groupMembers(s.cmd.Process.Pid))
 		b.record(mode, round, r)
 	}
 	if mode == "spares" && b.st.Pace > 0 {
@@ -405,6 +436,11 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 			return err
 		}
 		b.record("spares-paced", round, r)
+	}
+	if w != nil {
+		if err := b.recordWatch(mode, round, w.stop()); err != nil {
+			return err
+		}
 	}
 	select {
 	case <-s.exited:
@@ -420,13 +456,52 @@ func (b *bench) record(mode string, round int, r loadResult) {
 	if !b.st.Verbose {
 		return
 	}
-	b.logf("round %d %-8s c=%-3d %8.0f/s p50 %s p99 %s max %s errors %s",
-		round, mode, r.Conc, r.PerSec, fmtDur(r.Lat.P50), fmtDur(r.Lat.P99), fmtDur(r.Lat.Max), fmtErrs(r.Errs))
+	procs := ""
+	if r.Procs > 0 {
+		procs = fmt.Sprintf(" procs %d", r.Procs)
+	}
+	if c := r.cpuPerConn(); c > 0 {
+		procs += fmt.Sprintf(" server CPU %.1fµs/conn", float64(c)/1e3)
+	}
+	b.logf("round %d %-11s c=%-3d %8.0f/s p50 %s p99 %s max %s errors %s%s",
+		round, mode, r.Conc, r.PerSec, fmtDur(r.Lat.P50), fmtDur(r.Lat.P99), fmtDur(r.Lat.Max), fmtErrs(r.Errs), procs)
 	for k, s := range r.Samples {
 		if s != "" {
 			b.logf("    first %s error: %s", errKind(k), s)
 		}
 	}
+}
+
+// recordWatch adds one server's watch to the mode's. A server that was not
+// watched at all (every request failed) makes the mode's figure a lie:
+// that is an error.
+func (b *bench) recordWatch(mode string, round int, w watchStats) error {
+	if b.watched[mode] == nil {
+		b.watched[mode] = &watchStats{}
+	}
+	b.watched[mode].add(w)
+	if b.st.Verbose {
+		b.logf("round %d %-11s watched: %d scrapes (p50 %s), %d status (p50 %s), %d errors",
+			round, mode, w.Scrapes, fmtDur(summarize(w.ScrapeLat).P50), w.Status, fmtDur(summarize(w.StatusLat).P50),
+			w.ScrapeErrs+w.StatusErrs)
+		if w.FirstErr != "" {
+			b.logf("    first watch error: %s", w.FirstErr)
+		}
+	}
+	if w.Scrapes == 0 || w.Status == 0 {
+		return fmt.Errorf("%s: round %d was not watched: %d scrapes, %d status requests answered (%s)", mode, round, w.Scrapes, w.Status, w.FirstErr)
+	}
+	return nil
+}
+
+// loadAvg is the machine's 1-minute load average: another program's load
+// moves every figure, and this says whether there was some.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // machine describes where the run happened, for the table's header.

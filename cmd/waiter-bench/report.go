@@ -56,6 +56,8 @@ func (b *bench) modeLabel(m string) string {
 		return fmt.Sprintf("waiterd forking, %d spares", b.st.Spares)
 	case "prefork":
 		return fmt.Sprintf("waiterd prefork %d..%d", b.st.Prefork, b.st.Maxfork)
+	case "prefork+ops":
+		return fmt.Sprintf("prefork %d..%d, metrics+control watched", b.st.Prefork, b.st.Maxfork)
 	case "spares-paced":
 		return fmt.Sprintf("waiterd forking, %d spares, paced %s", b.st.Spares, b.st.Pace)
 	case "spawn":
@@ -67,8 +69,8 @@ func (b *bench) modeLabel(m string) string {
 // report prints the table, the start-up figures and the targets.
 func (b *bench) report(w io.Writer) {
 	fmt.Fprintf(w, "\nwaiter-bench: %s\n", machine())
-	fmt.Fprintf(w, "%d round(s) of %s (after %s warm-up) per row, medians; load generator on the same machine (%s clients), loopback; run took %s\n\n",
-		b.st.Rounds, b.st.Duration, b.st.Warmup, b.st.Engine, time.Since(b.began).Round(time.Second))
+	fmt.Fprintf(w, "%d round(s) of %s (after %s warm-up) per row, medians; load generator on the same machine (%s clients), loopback; run took %s; load average %s at the start, %s at the end\n\n",
+		b.st.Rounds, b.st.Duration, b.st.Warmup, b.st.Engine, time.Since(b.began).Round(time.Second), b.loadStart, loadAvg())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\tc\tconn/s\tx base\tp50\tp90\tp99\tp99 x base\tmax\terrors\tx spawn\t")
 	var modes []string
@@ -104,6 +106,7 @@ func (b *bench) report(w io.Writer) {
 	if slices.Contains(b.st.Modes, "spawn") {
 		fmt.Fprintln(w, "\nspawn rows: fork+exec+exit+wait of the waiterd binary per second from c loops; latency is one whole spawn.")
 	}
+	b.opsReport(w)
 	if len(b.starts) > 0 {
 		ready, first, rss, pss := b.startMedians()
 		m := b.starts[0].mem
@@ -158,6 +161,9 @@ func (b *bench) targets(w io.Writer) {
 			atMost("prefork c=64 p99 vs baseline", float64(r.p99)/float64(base.p99), 1.5, "x")
 		}
 	}
+	if r, ok := b.opsRatio(64); ok {
+		atLeast("prefork+ops c=64 conn/s vs prefork (same run)", r, 0.97, "x")
+	}
 	vsBase("prefork", 1, 0.9)
 	vsBase("nofork", 1, 0.9)
 	if r, ok := b.row("forking", 8); ok {
@@ -184,7 +190,7 @@ func (b *bench) targets(w io.Writer) {
 	if len(ts) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\ntargets (issue 7; for people to judge: this exit status does not depend on them)")
+	fmt.Fprintln(w, "\ntargets (issue 7, and the metrics issue's ops cost; for people to judge: this exit status does not depend on them)")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\thave\twant\t\tby")
 	for _, t := range ts {
@@ -195,6 +201,104 @@ func (b *bench) targets(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.what, t.have, t.want, v, t.by)
 	}
 	tw.Flush()
+}
+
+// opsRatio is prefork+ops' median conn/s over plain prefork's at c.
+func (b *bench) opsRatio(c int) (float64, bool) {
+	ops, ok1 := b.row("prefork+ops", c)
+	plain, ok2 := b.row("prefork", c)
+	if !ok1 || !ok2 || plain.perSec == 0 {
+		return 0, false
+	}
+	return ops.perSec / plain.perSec, true
+}
+
+// pairedRatios are prefork+ops' conn/s over plain prefork's round by round
+// (the two ran back to back in each), sorted: their spread is the noise
+// the ratio of the medians carries.
+func (b *bench) pairedRatios(c int, of func(loadResult) float64) []float64 {
+	ops, plain := b.res[rowKey{"prefork+ops", c}], b.res[rowKey{"prefork", c}]
+	var out []float64
+	for i := 0; i < len(ops) && i < len(plain); i++ {
+		if of(plain[i]) > 0 && of(ops[i]) > 0 {
+			out = append(out, of(ops[i])/of(plain[i]))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func perSec(r loadResult) float64     { return r.PerSec }
+func cpuPerConn(r loadResult) float64 { return float64(r.cpuPerConn()) }
+
+// medianCPU is a mode's median server CPU time per connection at c.
+func (b *bench) medianCPU(mode string, c int) time.Duration {
+	var v []time.Duration
+	for _, r := range b.res[rowKey{mode, c}] {
+		if d := r.cpuPerConn(); d > 0 {
+			v = append(v, d)
+		}
+	}
+	return median(v)
+}
+
+// spread prints sorted ratios as their range.
+func spread(r []float64) string {
+	if len(r) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f..%.3f", r[0], r[len(r)-1])
+}
+
+// procRange is the smallest and largest process count (master and
+// workers) a mode had at the end of its rounds at c.
+func (b *bench) procRange(mode string, c int) string {
+	var n []int
+	for _, r := range b.res[rowKey{mode, c}] {
+		if r.Procs > 0 {
+			n = append(n, r.Procs)
+		}
+	}
+	if len(n) == 0 {
+		return "-"
+	}
+	lo, hi := slices.Min(n), slices.Max(n)
+	if lo == hi {
+		return fmt.Sprint(lo)
+	}
+	return fmt.Sprintf("%d..%d", lo, hi)
+}
+
+// opsReport prints the cost of the operator's view: prefork with metrics
+// and the control socket on and watched, over prefork with both off.
+func (b *bench) opsReport(w io.Writer) {
+	ws := b.watched["prefork+ops"]
+	if ws == nil || !slices.Contains(b.st.Modes, "prefork") {
+		return
+	}
+	fmt.Fprintf(w, "\nprefork %d..%d with metrics and the control socket on, watched (a /metrics scrape and a control status each %s), vs both off; same run, %d round(s), medians:\n",
+		b.st.Prefork, b.st.Maxfork, watchEvery, b.st.Rounds)
+	for _, c := range b.st.Concs {
+		r, ok := b.opsRatio(c)
+		if !ok {
+			continue
+		}
+		ops, _ := b.row("prefork+ops", c)
+		plain, _ := b.row("prefork", c)
+		fmt.Fprintf(w, "  c=%-3d conn/s on %.0f, off %.0f: %.3fx of off (round by round %s); p99 on %s, off %s; processes on %s, off %s\n",
+			c, ops.perSec, plain.perSec, r, spread(b.pairedRatios(c, perSec)), fmtDur(ops.p99), fmtDur(plain.p99),
+			b.procRange("prefork+ops", c), b.procRange("prefork", c))
+		if on, off := b.medianCPU("prefork+ops", c), b.medianCPU("prefork", c); on > 0 && off > 0 {
+			fmt.Fprintf(w, "        server CPU (master and workers) per conn on %.1fµs, off %.1fµs: %.3fx of off (round by round %s)\n",
+				float64(on)/1e3, float64(off)/1e3, float64(on)/float64(off), spread(b.pairedRatios(c, cpuPerConn)))
+		}
+	}
+	sl, tl := summarize(ws.ScrapeLat), summarize(ws.StatusLat)
+	fmt.Fprintf(w, "  watched: %d scrapes (%.1f KiB, p50 %s, max %s), %d status requests (p50 %s, max %s), %d failed\n",
+		ws.Scrapes, float64(ws.Bytes)/1024, fmtDur(sl.P50), fmtDur(sl.Max), ws.Status, fmtDur(tl.P50), fmtDur(tl.Max), ws.ScrapeErrs+ws.StatusErrs)
+	if ws.FirstErr != "" {
+		fmt.Fprintf(w, "  first failure: %s\n", ws.FirstErr)
+	}
 }
 
 func ratio(a, b float64) string {

@@ -50,16 +50,20 @@ func moduleRoot(ctx context.Context) (string, error) {
 type serverSpec struct {
 	Name string
 	Exe  string
-	// Args follow the exe; "{addr}" is replaced by the listen address.
+	// Args follow the exe; "{addr}" is replaced by the listen address,
+	// "{control}" by a control socket's path of this start's own.
 	Args []string
 	// Env is added to the driver's environment (baseline role).
 	Env []string
+	// Watch: while the load runs, scrape its metrics and ask its control
+	// socket for status (ops.go). Its Args turn both on.
+	Watch bool
 }
 
-func (s serverSpec) args(addr string) []string {
+func (s serverSpec) args(addr, control string) []string {
 	out := make([]string, len(s.Args))
 	for i, a := range s.Args {
-		out[i] = strings.ReplaceAll(a, "{addr}", addr)
+		out[i] = strings.NewReplacer("{addr}", addr, "{control}", control).Replace(a)
 	}
 	return out
 }
@@ -75,6 +79,7 @@ type server struct {
 	first   time.Time // first client served (zero unless probed)
 	exited  chan struct{}
 	stderr  string
+	control string // the control socket's path, when Args ask for one
 	notify  *net.UnixConn
 
 	stopOnce sync.Once
@@ -118,13 +123,14 @@ func freePort() (netip.AddrPort, error) {
 }
 
 // serverEnv is the driver's environment without what a supervisor would
-// pass (sockets, notify socket, watchdog) nor waiter's own variables.
+// pass (sockets, notify socket, watchdog, runtime directory: waiterd would
+// open a control socket there) nor waiter's own variables.
 func serverEnv(extra ...string) []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" || strings.HasPrefix(k, "WATCHDOG_") ||
-			strings.HasPrefix(k, "WAITER_") || k == "JOURNAL_STREAM" {
+			strings.HasPrefix(k, "WAITER_") || k == "JOURNAL_STREAM" || k == "RUNTIME_DIRECTORY" {
 			continue
 		}
 		out = append(out, kv)
@@ -172,13 +178,14 @@ func startOnce(ctx context.Context, spec serverSpec, dir string, probe bool) (*s
 		return nil, err
 	}
 	defer ef.Close()
-	cmd := exec.Command(spec.Exe, spec.args(addr.String())...)
+	ctl := filepath.Join(dir, fmt.Sprintf("control-%d", notifySeq))
+	cmd := exec.Command(spec.Exe, spec.args(addr.String(), ctl)...)
 	cmd.Env = serverEnv(append([]string{"NOTIFY_SOCKET=" + sock}, spec.Env...)...)
 	cmd.Stderr = ef // a file, not a pipe: no copying goroutine that a straggler could hold open
 	// Its own process group, so that its workers go with it, and SIGKILL
 	// if the driver dies (a backstop: killAll and stop are the real way).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	s := &server{spec: spec, cmd: cmd, addr: addr, exited: make(chan struct{}), stderr: errPath, notify: nc}
+	s := &server{spec: spec, cmd: cmd, addr: addr, exited: make(chan struct{}), stderr: errPath, control: ctl, notify: nc}
 
 	readyc := make(chan time.Time, 1)
 	go func() {
@@ -408,6 +415,63 @@ func treeMemory(pid int) (memUse, error) {
 		m.PSS += pss
 	}
 	return m, nil
+}
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat's CPU times (100 on
+// every Linux architecture Go runs on).
+const clockTick = 10 * time.Millisecond
+
+// treeCPU is the CPU time (user and system) pid and its descendants have
+// used: each live process's own and its reaped children's (a master's
+// cutime holds the workers it has waited for).
+func treeCPU(pid int) (time.Duration, error) {
+	kids := map[int][]int{}
+	for _, p := range allProcs() {
+		kids[p.ppid] = append(kids[p.ppid], p.pid)
+	}
+	var sum time.Duration
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		queue = append(queue, kids[p]...)
+		t, err := procCPU(p)
+		if err != nil {
+			if p == pid {
+				return 0, err
+			}
+			continue // a worker that ended since the scan: its master has it
+		}
+		sum += t
+	}
+	return sum, nil
+}
+
+// procCPU reads utime+stime+cutime+cstime (fields 14 to 17) of
+// /proc/PID/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	// After the name: state is field 3, so utime (14) is index 11.
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:15] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * clockTick, nil
 }
 
 func smapsRollup(pid int) (rss, pss int64, err error) {
