@@ -654,9 +654,9 @@ func readStaged(t *testing.T, debian, rel string) string {
 	return string(b)
 }
 
-// TestWaiterctl: what -waiterctl ships and what it refuses, and the procps
+// TestBuildDebWaiterctl: what -waiterctl ships and what it refuses, and the procps
 // dependency, which only units that run /bin/kill need.
-func TestWaiterctl(t *testing.T) {
+func TestBuildDebWaiterctl(t *testing.T) {
 	need(t)
 	t.Parallel()
 	tr := newTree(t)
@@ -743,10 +743,10 @@ func TestWaiterctl(t *testing.T) {
 	}
 }
 
-// TestNoWaiterctlSource: from a checkout without cmd/waiterctl, waiterd's
+// TestBuildDebNoWaiterctlSource: from a checkout without cmd/waiterctl, waiterd's
 // package, and another with -waiterctl, are refused at once, saying why;
 // another daemon's without it builds as before.
-func TestNoWaiterctlSource(t *testing.T) {
+func TestBuildDebNoWaiterctlSource(t *testing.T) {
 	need(t)
 	t.Parallel()
 	tr := newTree(t)
