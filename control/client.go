@@ -40,10 +40,13 @@ func (c *Client) Do(req Request, timeout time.Duration) (Reply, error) {
 	if err != nil {
 		return Reply{}, err
 	}
-	if _, err := c.c.Write(append(b, '\n')); err != nil {
-		return Reply{}, fmt.Errorf("control socket %s: %w", c.path, err)
-	}
+	_, werr := c.c.Write(append(b, '\n'))
+	// Even when the write failed, the server may have answered (a refusal)
+	// before it closed: its reply says more than EPIPE.
 	line, err := readLine(c.r, MaxReply)
+	if werr != nil && err != nil {
+		return Reply{}, fmt.Errorf("control socket %s: %w", c.path, werr)
+	}
 	if err != nil {
 		if errors.Is(err, errTooLong) {
 			return Reply{}, fmt.Errorf("control socket %s: reply longer than %d bytes", c.path, MaxReply)

@@ -184,13 +184,18 @@ func (s *Server) serve(c *net.UnixConn) {
 		s.warn("control: %s: reading the peer's credentials: %v", s.path, err)
 		return
 	}
+	r := bufio.NewReaderSize(c, 4096)
 	if !s.allowed(cred.Uid) {
 		s.warn("control: %s: refused a request from uid %d (pid %d): only uid %d and root are answered", s.path, cred.Uid, cred.Pid, os.Geteuid())
+		// The refusal answers the first request, read (but not acted on)
+		// for a second at most: closing with it unread would fail the
+		// client's write (EPIPE) before it could read why.
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		readLine(r, MaxRequest)
 		c.SetWriteDeadline(time.Now().Add(time.Second))
 		writeReply(c, Reply{Error: fmt.Sprintf("permission denied: uid %d may not use this control socket", cred.Uid)})
 		return
 	}
-	r := bufio.NewReaderSize(c, 4096)
 	for {
 		c.SetReadDeadline(time.Now().Add(IdleTimeout))
 		line, err := readLine(r, MaxRequest)
