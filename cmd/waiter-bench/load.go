@@ -31,8 +31,9 @@ type loadResult struct {
 	// end of the window; 0: not counted.
 	Procs int
 	// CPU is what the server's processes used during the call (user and
-	// system, in clock ticks of 10ms); 0: not measured.
-	CPU time.Duration
+	// system, in clock ticks of 10ms), MasterCPU the master's share of
+	// it; 0: not measured.
+	CPU, MasterCPU time.Duration
 }
 
 // cpuPerConn is the server's CPU time per connection served.

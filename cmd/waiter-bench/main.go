@@ -411,15 +411,15 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 			}
 		}
 		o.Duration = b.st.Duration
-		cpu0, cerr := treeCPU(s.cmd.Process.Pid)
+		cpu0, master0, cerr := treeCPU(s.cmd.Process.Pid)
 		r, err := runLoad(ctx, o)
 		if err != nil {
 			return err
 		}
 		// What the server spent per client is steadier than its rate when
 		// other programs take the CPUs: the ops figures give both.
-		if cpu1, err := treeCPU(s.cmd.Process.Pid); err == nil && cerr == nil {
-			r.CPU = cpu1 - cpu0
+		if cpu1, master1, err := treeCPU(s.cmd.Process.Pid); err == nil && cerr == nil {
+			r.CPU, r.MasterCPU = cpu1-cpu0, master1-master0
 		}
 		// The pool's size decides much of its rate on a small machine:
 		// read how big it had grown, for -v and the ops figures.

@@ -230,7 +230,7 @@ func TestOpsReport(t *testing.T) {
 		res: map[rowKey][]loadResult{}, watched: map[string]*watchStats{}}
 	res := func(perSec float64, cpu time.Duration) loadResult {
 		ok := int(perSec) * 5
-		return loadResult{Conc: 64, PerSec: perSec, OK: ok, CPU: cpu * time.Duration(ok), Procs: 9}
+		return loadResult{Conc: 64, PerSec: perSec, OK: ok, Window: 5 * time.Second, CPU: cpu * time.Duration(ok), MasterCPU: 50 * time.Millisecond, Procs: 9}
 	}
 	b.res[rowKey{"prefork", 64}] = []loadResult{res(1000, 100*time.Microsecond), res(1100, 90*time.Microsecond), res(900, 110*time.Microsecond)}
 	b.res[rowKey{"prefork+ops", 64}] = []loadResult{res(990, 101*time.Microsecond), res(1045, 95*time.Microsecond), res(900, 110*time.Microsecond)}
@@ -244,9 +244,9 @@ func TestOpsReport(t *testing.T) {
 	var out bytes.Buffer
 	b.opsReport(&out)
 	for _, want := range []string{
-		"c=64  conn/s on 990, off 1000: 0.990x of off (round by round 0.950..1.000)",
+		"c=64  conn/s on 990, off 1000: 0.990x of off (round by round 0.950..1.000, median 0.990)",
 		"processes on 9, off 9",
-		"per conn on 101.0µs, off 100.0µs: 1.010x of off (round by round 1.000..1.056)",
+		"per conn on 101.0µs, off 100.0µs: 1.010x of off (round by round 1.000..1.056, median 1.010); the master's CPU on 10.0ms/s, off 10.0ms/s",
 		"watched: 15 scrapes (14.0 KiB",
 	} {
 		if !strings.Contains(out.String(), want) {
@@ -257,14 +257,14 @@ func TestOpsReport(t *testing.T) {
 
 // TestTreeCPU reads this process's CPU time back after spending some.
 func TestTreeCPU(t *testing.T) {
-	before, err := treeCPU(os.Getpid())
+	before, own0, err := treeCPU(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	end := time.Now().Add(100 * time.Millisecond)
 	for n := 0; time.Now().Before(end); n++ {
 	}
-	after, err := treeCPU(os.Getpid())
+	after, own1, err := treeCPU(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,11 @@ func TestTreeCPU(t *testing.T) {
 	if d := after - before; d < 50*time.Millisecond {
 		t.Errorf("want at least 50ms more CPU, have %s (%s to %s)", d, before, after)
 	}
-	if _, err := treeCPU(1 << 30); err == nil {
+	// No child: the tree is this process, its own time all of it.
+	if d := own1 - own0; d < 50*time.Millisecond || own1 > after {
+		t.Errorf("own CPU: want at least 50ms more and at most the tree's, have %s more, %s of %s", d, own1, after)
+	}
+	if _, _, err := treeCPU(1 << 30); err == nil {
 		t.Error("want an error for a pid that cannot exist")
 	}
 }

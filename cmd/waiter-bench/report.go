@@ -242,12 +242,24 @@ func (b *bench) medianCPU(mode string, c int) time.Duration {
 	return median(v)
 }
 
-// spread prints sorted ratios as their range.
+// masterPerSec is a mode's median master CPU time per second of load at c
+// (what being watched costs the master, beside the workers).
+func (b *bench) masterPerSec(mode string, c int) time.Duration {
+	var v []time.Duration
+	for _, r := range b.res[rowKey{mode, c}] {
+		if r.CPU > 0 && r.Window > 0 {
+			v = append(v, time.Duration(float64(r.MasterCPU)/r.Window.Seconds()))
+		}
+	}
+	return median(v)
+}
+
+// spread prints sorted ratios as their range and median.
 func spread(r []float64) string {
 	if len(r) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.3f..%.3f", r[0], r[len(r)-1])
+	return fmt.Sprintf("%.3f..%.3f, median %.3f", r[0], r[len(r)-1], median(r))
 }
 
 // procRange is the smallest and largest process count (master and
@@ -289,8 +301,9 @@ func (b *bench) opsReport(w io.Writer) {
 			c, ops.perSec, plain.perSec, r, spread(b.pairedRatios(c, perSec)), fmtDur(ops.p99), fmtDur(plain.p99),
 			b.procRange("prefork+ops", c), b.procRange("prefork", c))
 		if on, off := b.medianCPU("prefork+ops", c), b.medianCPU("prefork", c); on > 0 && off > 0 {
-			fmt.Fprintf(w, "        server CPU (master and workers) per conn on %.1fµs, off %.1fµs: %.3fx of off (round by round %s)\n",
-				float64(on)/1e3, float64(off)/1e3, float64(on)/float64(off), spread(b.pairedRatios(c, cpuPerConn)))
+			fmt.Fprintf(w, "        server CPU (master and workers) per conn on %.1fµs, off %.1fµs: %.3fx of off (round by round %s); the master's CPU on %.1fms/s, off %.1fms/s\n",
+				float64(on)/1e3, float64(off)/1e3, float64(on)/float64(off), spread(b.pairedRatios(c, cpuPerConn)),
+				float64(b.masterPerSec("prefork+ops", c))/1e6, float64(b.masterPerSec("prefork", c))/1e6)
 		}
 	}
 	sl, tl := summarize(ws.ScrapeLat), summarize(ws.StatusLat)

@@ -423,8 +423,8 @@ const clockTick = 10 * time.Millisecond
 
 // treeCPU is the CPU time (user and system) pid and its descendants have
 // used: each live process's own and its reaped children's (a master's
-// cutime holds the workers it has waited for).
-func treeCPU(pid int) (time.Duration, error) {
+// cutime holds the workers it has waited for); and pid's own alone.
+func treeCPU(pid int) (tree, own time.Duration, err error) {
 	kids := map[int][]int{}
 	for _, p := range allProcs() {
 		kids[p.ppid] = append(kids[p.ppid], p.pid)
@@ -435,43 +435,44 @@ func treeCPU(pid int) (time.Duration, error) {
 		p := queue[0]
 		queue = queue[1:]
 		queue = append(queue, kids[p]...)
-		t, err := procCPU(p)
+		o, reaped, err := procCPU(p)
 		if err != nil {
 			if p == pid {
-				return 0, err
+				return 0, 0, err
 			}
 			continue // a worker that ended since the scan: its master has it
 		}
-		sum += t
+		if p == pid {
+			own = o
+		}
+		sum += o + reaped
 	}
-	return sum, nil
+	return sum, own, nil
 }
 
-// procCPU reads utime+stime+cutime+cstime (fields 14 to 17) of
-// /proc/PID/stat.
-func procCPU(pid int) (time.Duration, error) {
+// procCPU reads a process's own CPU time, utime+stime (fields 14 and 15
+// of /proc/PID/stat), and its reaped children's, cutime+cstime (16, 17).
+func procCPU(pid int) (own, reaped time.Duration, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	// After the name: state is field 3, so utime (14) is index 11.
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 15 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
-	var ticks int64
-	for _, s := range f[11:15] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	var t [4]int64
+	for k, s := range f[11:15] {
+		if t[k], err = strconv.ParseInt(s, 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
-		ticks += n
 	}
-	return time.Duration(ticks) * clockTick, nil
+	return time.Duration(t[0]+t[1]) * clockTick, time.Duration(t[2]+t[3]) * clockTick, nil
 }
 
 func smapsRollup(pid int) (rss, pss int64, err error) {
