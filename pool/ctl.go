@@ -138,7 +138,6 @@ func (sv *supervisor) command(c ctlReq) {
 			c.reply <- control.Reply{Error: "reload refused: the server is stopping"}
 			return
 		}
-		sv.s.hk.SigHUP() // a reload is a reload, however it was asked for
 		if err := sv.reload(); err != nil {
 			c.reply <- control.Reply{Error: "reload refused: " + err.Error(), Reload: sv.lastReload}
 			return

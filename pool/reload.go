@@ -66,6 +66,7 @@ func (sv *supervisor) reload() error {
 	if sv.stopping {
 		return errStopping
 	}
+	sv.s.hk.SigHUP() // on_sig_hup: a reload is a reload, however it was asked for
 	now := sv.env.now()
 	sv.env.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonic()/1000))
 	snap, err := sv.loadOptions()

@@ -309,7 +309,6 @@ func (sv *supervisor) signal(sig syscall.Signal) {
 	case syscall.SIGTERM, syscall.SIGINT:
 		sv.stop(unix.SignalName(sig))
 	case syscall.SIGHUP:
-		sv.s.hk.SigHUP()
 		sv.reload() // a refusal is logged and in STATUS=
 	case syscall.SIGUSR1:
 		sv.s.hk.SigUSR1()
