@@ -34,6 +34,36 @@ type loadResult struct {
 	// system, in clock ticks of 10ms), MasterCPU the master's share of
 	// it; 0: not measured.
 	CPU, MasterCPU time.Duration
+	// raw is every counted connection's latency, sorted, when asked for
+	// (loadOptions.Keep), to merge slices.
+	raw []time.Duration
+}
+
+// mergeResults makes one result of slices of load at one concurrency,
+// each run with Keep.
+func mergeResults(parts []loadResult) loadResult {
+	var m loadResult
+	var all []time.Duration
+	for _, p := range parts {
+		m.Conc = p.Conc
+		m.Window += p.Window
+		m.OK += p.OK
+		m.Errs.add(p.Errs)
+		for k, s := range p.Samples {
+			if m.Samples[k] == "" {
+				m.Samples[k] = s
+			}
+		}
+		all = append(all, p.raw...)
+		m.CPU += p.CPU
+		m.MasterCPU += p.MasterCPU
+		m.Procs = p.Procs
+	}
+	m.Lat = summarize(all)
+	if m.Window > 0 {
+		m.PerSec = float64(m.OK) / m.Window.Seconds()
+	}
+	return m
 }
 
 // cpuPerConn is the server's CPU time per connection served.
@@ -60,6 +90,8 @@ type loadOptions struct {
 	// Pause, when set, is a client's rest between two connections: a paced
 	// load instead of connecting again at once.
 	Pause time.Duration
+	// Keep: the result keeps every latency (raw), for mergeResults.
+	Keep bool
 }
 
 // client makes one connection: connect, read to EOF, check, close.
@@ -146,6 +178,9 @@ func runLoad(ctx context.Context, o loadOptions) (loadResult, error) {
 	}
 	r.OK = len(all)
 	r.Lat = summarize(all)
+	if o.Keep {
+		r.raw = all
+	}
 	r.PerSec = float64(r.OK) / o.Duration.Seconds()
 	return r, nil
 }

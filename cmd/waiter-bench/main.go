@@ -12,8 +12,9 @@
 // client and the idle memory of the process tree. The prefork pool is also
 // run with its metrics and control socket on and watched (a /metrics
 // scrape and a control status request each second, as Prometheus and
-// waiterctl top would), interleaved with plain prefork in the same rounds:
-// the report gives the cost of leaving them on as the ratio of the two.
+// waiterctl top would): in each round the two pools are up at once and
+// loaded in alternate slices of a second, and the report gives the cost of
+// leaving them on as the ratio of the two (prefork+ops in ops.go).
 //
 // Usage (from the repository):
 //
@@ -201,7 +202,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	becomeSubreaper()
 	defer killAll()
 
-	b := &bench{st: st, out: stdout, log: stderr, res: map[rowKey][]loadResult{}, watched: map[string]*watchStats{}}
+	b := &bench{st: st, out: stdout, log: stderr, res: map[rowKey][]loadResult{},
+		watched: map[string]*watchStats{}, pairs: map[int][]slicePair{}}
 	if st.Load != "" {
 		err = b.loadOnly(ctx)
 	} else {
@@ -240,6 +242,7 @@ type bench struct {
 	specs     map[string]serverSpec
 	res       map[rowKey][]loadResult
 	watched   map[string]*watchStats // by mode, over the rounds
+	pairs     map[int][]slicePair    // prefork and prefork+ops, by concurrency
 	starts    []startup
 	dir       string
 	waiterd   string
@@ -299,9 +302,19 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 	}
+	paired := slices.Contains(b.st.Modes, "prefork") && slices.Contains(b.st.Modes, "prefork+ops")
 	for r := 1; r <= b.st.Rounds; r++ {
-		for _, m := range roundOrder(b.st.Modes, r) {
-			if err := b.measure(ctx, m, r); err != nil {
+		for _, m := range b.st.Modes {
+			var err error
+			switch {
+			case paired && m == "prefork+ops":
+				continue // measured with prefork, in the same slices of time
+			case paired && m == "prefork":
+				err = b.measurePair(ctx, r)
+			default:
+				err = b.measure(ctx, m, r)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -397,9 +410,12 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 	defer s.stop()
 	var w *watcher
 	if s.spec.Watch {
-		if w, err = watchServer(ctx, s); err != nil {
+		// Alone (without plain prefork to pair it with), watched for the
+		// server's whole life.
+		if w, err = watchServer(s); err != nil {
 			return err
 		}
+		w.run(ctx)
 		// On an error, stopped before the server (defers run last first).
 		defer w.stop()
 	}
@@ -411,19 +427,10 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 			}
 		}
 		o.Duration = b.st.Duration
-		cpu0, master0, cerr := treeCPU(s.cmd.Process.Pid)
-		r, err := runLoad(ctx, o)
+		r, err := b.loadOn(ctx, s, nil, o)
 		if err != nil {
 			return err
 		}
-		// What the server spent per client is steadier than its rate when
-		// other programs take the CPUs: the ops figures give both.
-		if cpu1, master1, err := treeCPU(s.cmd.Process.Pid); err == nil && cerr == nil {
-			r.CPU, r.MasterCPU = cpu1-cpu0, master1-master0
-		}
-		// The pool's size decides much of its rate on a small machine:
-		// read how big it had grown, for -v and the ops figures.
-		r.Procs = len(groupMembers(s.cmd.Process.Pid))
 		b.record(mode, round, r)
 	}
 	if mode == "spares" && b.st.Pace > 0 {
@@ -448,6 +455,32 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 	default:
 	}
 	return s.stop()
+}
+
+// loadOn runs the load generator against s, with w's watchers on meanwhile
+// (when w is not nil), and reads what the server's processes spent.
+func (b *bench) loadOn(ctx context.Context, s *server, w *watcher, o loadOptions) (loadResult, error) {
+	pid := s.cmd.Process.Pid
+	cpu0, master0, cerr := treeCPU(pid)
+	if w != nil {
+		w.run(ctx)
+	}
+	r, err := runLoad(ctx, o)
+	if w != nil {
+		w.halt()
+	}
+	if err != nil {
+		return r, err
+	}
+	// What the server spent per client is steadier than its rate when
+	// other programs take the CPUs: the ops figures give both.
+	if cpu1, master1, err := treeCPU(pid); err == nil && cerr == nil {
+		r.CPU, r.MasterCPU = cpu1-cpu0, master1-master0
+	}
+	// The pool's size decides much of its rate on a small machine: read
+	// how big it had grown, for -v and the ops figures.
+	r.Procs = len(groupMembers(pid))
+	return r, nil
 }
 
 func (b *bench) record(mode string, round int, r loadResult) {

@@ -59,40 +59,105 @@ func (w *watchStats) add(o watchStats) {
 	}
 }
 
-// watcher runs the two watchers until stop.
+// watcher is the two watchers of one server. They ask only while they
+// are on (between run and halt: while that server is under load), each
+// once per interval of the time on, and keep their connections across
+// (Prometheus and waiterctl top keep theirs).
 type watcher struct {
-	cancel context.CancelFunc
+	url, path string
+	every     time.Duration
+	tr        *http.Transport
+	hc        *http.Client
+	ctl       *control.Client // the status loop's, between its runs too
+	// Time on left before each loop's next request: its schedule goes on
+	// from one run to the next.
+	scrapeLeft, statusLeft time.Duration
+
+	halted chan struct{} // of the current run; nil: off
 	wg     sync.WaitGroup
-	once   sync.Once
+	closed bool
 
 	mu sync.Mutex
 	st watchStats
 }
 
-// startWatch scrapes metricsURL and asks status on the control socket at
-// ctlPath, each every interval (the first at once), until stop.
+func newWatcher(metricsURL, ctlPath string, every time.Duration) *watcher {
+	tr := &http.Transport{MaxIdleConns: 1, IdleConnTimeout: time.Minute}
+	return &watcher{url: metricsURL, path: ctlPath, every: every, tr: tr,
+		hc: &http.Client{Transport: tr, Timeout: watchTimeout}}
+}
+
+// startWatch is a watcher already on: it scrapes metricsURL and asks
+// status on the control socket at ctlPath, each every interval (the first
+// at once), until stop.
 func startWatch(ctx context.Context, metricsURL, ctlPath string, every time.Duration) *watcher {
-	ctx, cancel := context.WithCancel(ctx)
-	w := &watcher{cancel: cancel}
-	w.wg.Add(2)
-	go func() {
-		defer w.wg.Done()
-		w.scrapeLoop(ctx, metricsURL, every)
-	}()
-	go func() {
-		defer w.wg.Done()
-		w.statusLoop(ctx, ctlPath, every)
-	}()
+	w := newWatcher(metricsURL, ctlPath, every)
+	w.run(ctx)
 	return w
 }
 
-// stop ends both watchers, waits for them (each request is bounded by
-// watchTimeout) and returns what they did. Later calls return the same.
+// run turns the watchers on until halt: the first run asks at once, and
+// each later request comes an interval of time on after the one before.
+// ctx bounds the requests (as does watchTimeout each).
+func (w *watcher) run(ctx context.Context) {
+	if w.halted != nil || w.closed {
+		return
+	}
+	w.halted = make(chan struct{})
+	w.wg.Add(2)
+	go func(halted <-chan struct{}) {
+		defer w.wg.Done()
+		w.pace(halted, &w.scrapeLeft, func() { w.scrapeOnce(ctx) })
+	}(w.halted)
+	go func(halted <-chan struct{}) {
+		defer w.wg.Done()
+		w.pace(halted, &w.statusLeft, func() { w.statusOnce(ctx) })
+	}(w.halted)
+}
+
+// halt turns the watchers off and waits for them. A request under way is
+// finished (within watchTimeout), not cut: the server has begun the work.
+func (w *watcher) halt() {
+	if w.halted == nil {
+		return
+	}
+	close(w.halted)
+	w.wg.Wait()
+	w.halted = nil
+}
+
+// pace calls f each time *left of time on has passed, then waits every
+// from the call's start, until halted; *left keeps what was left of the
+// wait for the next run.
+func (w *watcher) pace(halted <-chan struct{}, left *time.Duration, f func()) {
+	for {
+		start := time.Now()
+		t := time.NewTimer(*left)
+		select {
+		case <-halted:
+			t.Stop()
+			*left = max(0, *left-time.Since(start))
+			return
+		case <-t.C:
+		}
+		t0 := time.Now()
+		f()
+		*left = max(0, w.every-time.Since(t0))
+	}
+}
+
+// stop halts the watchers, closes their connections and returns what they
+// did. Later calls return the same.
 func (w *watcher) stop() watchStats {
-	w.once.Do(func() {
-		w.cancel()
-		w.wg.Wait()
-	})
+	w.halt()
+	if !w.closed {
+		w.closed = true
+		w.tr.CloseIdleConnections()
+		if w.ctl != nil {
+			w.ctl.Close()
+			w.ctl = nil
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.st
@@ -111,43 +176,24 @@ func (w *watcher) fail(scrape bool, err error) {
 	}
 }
 
-// tick calls f at once and then every interval until ctx ends.
-func tick(ctx context.Context, every time.Duration, f func()) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		f()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
+// scrapeOnce is Prometheus: a GET of the whole page on the kept-alive
+// connection, gzip asked for (Go's transport does it, as Prometheus does).
+func (w *watcher) scrapeOnce(ctx context.Context) {
+	t0 := time.Now()
+	n, err := scrape(ctx, w.hc, w.url)
+	d := time.Since(t0)
+	if ctx.Err() != nil {
+		return // the run is ending: neither a scrape nor an error
 	}
-}
-
-// scrapeLoop is Prometheus: one kept-alive connection, a GET of the whole
-// page, gzip asked for (Go's transport does it, as Prometheus does).
-func (w *watcher) scrapeLoop(ctx context.Context, url string, every time.Duration) {
-	tr := &http.Transport{MaxIdleConns: 1, IdleConnTimeout: time.Minute}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: watchTimeout}
-	tick(ctx, every, func() {
-		t0 := time.Now()
-		n, err := scrape(ctx, hc, url)
-		d := time.Since(t0)
-		if ctx.Err() != nil {
-			return // stopped mid-request: neither a scrape nor an error
-		}
-		if err != nil {
-			w.fail(true, err)
-			return
-		}
-		w.mu.Lock()
-		w.st.Scrapes++
-		w.st.ScrapeLat = append(w.st.ScrapeLat, d)
-		w.st.Bytes = n
-		w.mu.Unlock()
-	})
+	if err != nil {
+		w.fail(true, err)
+		return
+	}
+	w.mu.Lock()
+	w.st.Scrapes++
+	w.st.ScrapeLat = append(w.st.ScrapeLat, d)
+	w.st.Bytes = n
+	w.mu.Unlock()
 }
 
 // scrape GETs the metrics page and checks that it is waiter's.
@@ -175,43 +221,35 @@ func scrape(ctx context.Context, hc *http.Client, url string) (int, error) {
 	return len(body), nil
 }
 
-// statusLoop is waiterctl top: one connection kept across polls (dialled
-// again after an error), a status request each time.
-func (w *watcher) statusLoop(ctx context.Context, path string, every time.Duration) {
-	var c *control.Client
-	defer func() {
-		if c != nil {
-			c.Close()
-		}
-	}()
-	tick(ctx, every, func() {
-		t0 := time.Now()
-		var err error
-		if c == nil {
-			if c, err = control.Dial(path, watchTimeout); err != nil {
-				c = nil
-				w.fail(false, err)
-				return
-			}
-		}
-		rep, err := c.Do(control.Request{Cmd: control.CmdStatus}, watchTimeout)
-		d := time.Since(t0)
-		if err == nil && (rep.Status == nil || len(rep.Status.Workers) == 0) {
-			err = errors.New("status: no workers in the reply")
-		}
-		if err != nil {
-			c.Close()
-			c = nil
-			if ctx.Err() == nil {
-				w.fail(false, err)
-			}
+// statusOnce is waiterctl top: a status request on the connection kept
+// across polls (dialled again after an error).
+func (w *watcher) statusOnce(ctx context.Context) {
+	t0 := time.Now()
+	var err error
+	if w.ctl == nil {
+		if w.ctl, err = control.Dial(w.path, watchTimeout); err != nil {
+			w.ctl = nil
+			w.fail(false, err)
 			return
 		}
-		w.mu.Lock()
-		w.st.Status++
-		w.st.StatusLat = append(w.st.StatusLat, d)
-		w.mu.Unlock()
-	})
+	}
+	rep, err := w.ctl.Do(control.Request{Cmd: control.CmdStatus}, watchTimeout)
+	d := time.Since(t0)
+	if err == nil && (rep.Status == nil || len(rep.Status.Workers) == 0) {
+		err = errors.New("status: no workers in the reply")
+	}
+	if err != nil {
+		w.ctl.Close()
+		w.ctl = nil
+		if ctx.Err() == nil {
+			w.fail(false, err)
+		}
+		return
+	}
+	w.mu.Lock()
+	w.st.Status++
+	w.st.StatusLat = append(w.st.StatusLat, d)
+	w.mu.Unlock()
 }
 
 // metricsLine is how the master says where it serves metrics (the port is
@@ -245,36 +283,96 @@ func metricsAddr(logPath string, wait time.Duration) (netip.AddrPort, error) {
 	}
 }
 
-// watchServer starts the watchers against a server started with the ops
-// flags.
-func watchServer(ctx context.Context, s *server) (*watcher, error) {
+// watchServer makes the watchers of a server started with the ops flags,
+// off until run.
+func watchServer(s *server) (*watcher, error) {
 	ap, err := metricsAddr(s.stderr, 2*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w:\n%s", s.spec.Name, err, s.stderrTail())
 	}
 	url := "http://" + net.JoinHostPort(ap.Addr().String(), fmt.Sprint(ap.Port())) + "/metrics"
-	return startWatch(ctx, url, s.control, watchEvery), nil
+	return newWatcher(url, s.control, watchEvery), nil
 }
 
-// roundOrder is the order of the modes in round r (from 1): plain prefork
-// and prefork+ops swap places every other round, so that neither is always
-// the one that runs first (after a server stop, on a cooler machine).
-func roundOrder(modes []string, r int) []string {
-	out := append([]string(nil), modes...)
-	if r%2 == 1 {
-		return out
+// sliceLen is about how long one slice of a paired measurement lasts.
+const sliceLen = time.Second
+
+// sliceCount is how many slices of about sliceLen make d.
+func sliceCount(d time.Duration) int { return max(1, int((d+sliceLen/2)/sliceLen)) }
+
+// slicePair is one slice of each server at one concurrency, back to back.
+type slicePair struct{ plain, ops loadResult }
+
+// measurePair measures plain prefork and prefork+ops in one round. Both
+// servers are up for the whole round, and their measured load comes in
+// alternate slices of about a second (-duration of each in all), so that
+// both see the same machine: a load from elsewhere that comes and goes
+// over seconds falls on both alike. Which one goes first alternates slice
+// to slice, and round to round. The watchers are on only while prefork+ops
+// is under load (its warm-up too), so that their cost falls on it alone.
+func (b *bench) measurePair(ctx context.Context, round int) error {
+	plain, err := startServer(ctx, b.specs["prefork"], b.dir, false)
+	if err != nil {
+		return err
 	}
-	i, j := -1, -1
-	for k, m := range out {
-		switch m {
-		case "prefork":
-			i = k
-		case "prefork+ops":
-			j = k
+	defer plain.stop()
+	ops, err := startServer(ctx, b.specs["prefork+ops"], b.dir, false)
+	if err != nil {
+		return err
+	}
+	defer ops.stop()
+	w, err := watchServer(ops)
+	if err != nil {
+		return err
+	}
+	defer w.stop() // before the servers (defers run last first)
+	servers := [2]*server{plain, ops}
+	watch := [2]*watcher{nil, w}
+	n := sliceCount(b.st.Duration)
+	for _, c := range b.st.Concs {
+		o := loadOptions{Conc: c, Timeout: b.st.Timeout, Engine: b.st.Engine}
+		if b.st.Warmup > 0 {
+			for k, s := range servers {
+				o.Addr, o.Duration = s.addr, b.st.Warmup
+				if _, err := b.loadOn(ctx, s, watch[k], o); err != nil {
+					return err
+				}
+			}
+		}
+		var parts [2][]loadResult
+		o.Duration, o.Keep = b.st.Duration/time.Duration(n), true
+		for i := 0; i < n; i++ {
+			order := [2]int{0, 1}
+			if (i+round)%2 == 0 {
+				order = [2]int{1, 0}
+			}
+			for _, k := range order {
+				o.Addr = servers[k].addr
+				r, err := b.loadOn(ctx, servers[k], watch[k], o)
+				if err != nil {
+					return err
+				}
+				parts[k] = append(parts[k], r)
+			}
+			p, q := parts[0][i], parts[1][i]
+			p.raw, q.raw = nil, nil
+			b.pairs[c] = append(b.pairs[c], slicePair{p, q})
+		}
+		b.record("prefork", round, mergeResults(parts[0]))
+		b.record("prefork+ops", round, mergeResults(parts[1]))
+	}
+	for _, s := range servers {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("%s exited during the load (%s):\n%s", s.spec.Name, s.cmd.ProcessState, s.stderrTail())
+		default:
 		}
 	}
-	if i >= 0 && j >= 0 {
-		out[i], out[j] = out[j], out[i]
+	if err := b.recordWatch("prefork+ops", round, w.stop()); err != nil {
+		return err
 	}
-	return out
+	if err := ops.stop(); err != nil {
+		return err
+	}
+	return plain.stop()
 }

@@ -106,6 +106,59 @@ func TestWatch(t *testing.T) {
 	}
 }
 
+// TestWatchOnOff: halted, the watchers ask nothing; run again, they go on
+// with their schedule of time on (not at once again), on the connection
+// they kept.
+func TestWatchOnOff(t *testing.T) {
+	url, _ := fakeMetrics(t, 200, "waiter_clients_total 3\n")
+	path, conns, reqs := fakeControl(t, false)
+	ctx := context.Background()
+
+	// An interval longer than the test: only the first run's request.
+	w := newWatcher(url, path, time.Hour)
+	for i := 0; i < 3; i++ {
+		w.run(ctx)
+		w.run(ctx) // already on: nothing more
+		time.Sleep(40 * time.Millisecond)
+		w.halt()
+		w.halt()
+	}
+	if st := w.stop(); reqs.Load() != 1 || st.Status != 1 || st.Scrapes != 1 {
+		t.Errorf("three runs of 40ms, one request each an hour: want 1 of each, have %d status (%d answered), %d scrapes", st.Status, reqs.Load(), st.Scrapes)
+	}
+
+	// One each 100ms of time on, halted 300ms in between: the halt asks
+	// nothing, and the count follows the time on.
+	reqs.Store(0)
+	conns.Store(0)
+	w = newWatcher(url, path, 100*time.Millisecond)
+	w.run(ctx)
+	time.Sleep(250 * time.Millisecond) // at 0, 100 and 200ms
+	w.halt()
+	n := reqs.Load()
+	time.Sleep(300 * time.Millisecond)
+	if have := reqs.Load(); have != n {
+		t.Errorf("halted: want no request, have %d more", have-n)
+	}
+	w.run(ctx)
+	time.Sleep(250 * time.Millisecond) // at about 300, 400 of time on
+	st := w.stop()
+	// 500ms on: 5 or 6 requests (8 or 9 if the halt had not stopped
+	// them). A busy machine may delay some: at least 3.
+	if st.Status < 3 || st.Status > 6 || st.Scrapes < 3 || st.Scrapes > 6 {
+		t.Errorf("500ms on at one each 100ms: want 3 to 6 of each, have %d status, %d scrapes", st.Status, st.Scrapes)
+	}
+	if have := conns.Load(); have != 1 {
+		t.Errorf("want one control connection across the runs, have %d", have)
+	}
+	// Stopped for good: run does nothing.
+	w.run(ctx)
+	time.Sleep(30 * time.Millisecond)
+	if w.stop(); reqs.Load() != int64(st.Status) {
+		t.Errorf("run after stop asked: %d requests, %d before", reqs.Load(), st.Status)
+	}
+}
+
 // TestWatchFailures: what is not waiter's page, a server error and a
 // control socket that refuses or is absent are failures, never scrapes
 // or answers.
@@ -181,28 +234,46 @@ time="2026-12-01T23:24:52Z" level=info msg="waiter: metrics on http://127.0.0.1:
 	}
 }
 
-func TestRoundOrder(t *testing.T) {
-	all := []string{"baseline", "prefork", "prefork+ops", "spawn"}
+func TestSliceCount(t *testing.T) {
 	cases := []struct {
-		modes []string
-		round int
-		want  []string
+		d    time.Duration
+		want int
 	}{
-		// Odd rounds keep the canonical order.
-		{all, 1, all},
-		{all, 3, all},
-		// Even rounds run prefork+ops before prefork, the rest in place.
-		{all, 2, []string{"baseline", "prefork+ops", "prefork", "spawn"}},
-		// Without both, nothing moves.
-		{[]string{"baseline", "prefork"}, 2, []string{"baseline", "prefork"}},
+		{5 * time.Second, 5},
+		{time.Second, 1},
+		// Never none, and the nearest count of about a second each.
+		{200 * time.Millisecond, 1},
+		{2400 * time.Millisecond, 2},
+		{2600 * time.Millisecond, 3},
 	}
 	for _, c := range cases {
-		if have := roundOrder(c.modes, c.round); !slices.Equal(have, c.want) {
-			t.Errorf("%v round %d: want %v, have %v", c.modes, c.round, c.want, have)
+		if have := sliceCount(c.d); have != c.want {
+			t.Errorf("%s: want %d slices, have %d", c.d, c.want, have)
 		}
 	}
-	if !slices.Equal(all, []string{"baseline", "prefork", "prefork+ops", "spawn"}) {
-		t.Errorf("roundOrder changed its argument: %v", all)
+}
+
+// TestMergeResults: slices add up to one window, their latencies to one
+// set.
+func TestMergeResults(t *testing.T) {
+	a := loadResult{Conc: 8, Window: time.Second, OK: 3, raw: []time.Duration{ms(1), ms(2), ms(9)}, CPU: ms(30), MasterCPU: ms(1), Procs: 9}
+	a.Errs[errReset] = 1
+	a.Samples[errReset] = "reset"
+	b := loadResult{Conc: 8, Window: time.Second, OK: 2, raw: []time.Duration{ms(3), ms(4)}, CPU: ms(20), Procs: 10}
+	b.Errs[errReset] = 2
+	b.Samples[errReset] = "later"
+	m := mergeResults([]loadResult{a, b})
+	if m.Conc != 8 || m.Window != 2*time.Second || m.OK != 5 || m.PerSec != 2.5 {
+		t.Errorf("want 5 ok in 2s (2.5/s) at c=8, have %d in %s (%v/s) at c=%d", m.OK, m.Window, m.PerSec, m.Conc)
+	}
+	if want := (latencies{P50: ms(3), P90: ms(9), P99: ms(9), Max: ms(9)}); m.Lat != want {
+		t.Errorf("latencies: want %+v, have %+v", want, m.Lat)
+	}
+	if m.Errs[errReset] != 3 || m.Samples[errReset] != "reset" {
+		t.Errorf("errors: want 3 resets, the first sample; have %d, %q", m.Errs[errReset], m.Samples[errReset])
+	}
+	if m.CPU != ms(50) || m.MasterCPU != ms(1) || m.Procs != 10 || m.cpuPerConn() != ms(10) {
+		t.Errorf("CPU: want 50ms (10ms a conn), master 1ms, 10 processes (the last); have %s (%s), %s, %d", m.CPU, m.cpuPerConn(), m.MasterCPU, m.Procs)
 	}
 }
 
@@ -226,8 +297,8 @@ func TestModesFlag(t *testing.T) {
 
 // TestOpsReport checks the ratios printed from known rounds.
 func TestOpsReport(t *testing.T) {
-	b := &bench{st: settings{Modes: []string{"prefork", "prefork+ops"}, Concs: []int{64}, Rounds: 3, Prefork: 8, Maxfork: 32},
-		res: map[rowKey][]loadResult{}, watched: map[string]*watchStats{}}
+	b := &bench{st: settings{Modes: []string{"prefork", "prefork+ops"}, Concs: []int{64}, Rounds: 3, Prefork: 8, Maxfork: 32, Duration: 5 * time.Second},
+		res: map[rowKey][]loadResult{}, watched: map[string]*watchStats{}, pairs: map[int][]slicePair{}}
 	res := func(perSec float64, cpu time.Duration) loadResult {
 		ok := int(perSec) * 5
 		return loadResult{Conc: 64, PerSec: perSec, OK: ok, Window: 5 * time.Second, CPU: cpu * time.Duration(ok), MasterCPU: 50 * time.Millisecond, Procs: 9}
@@ -235,6 +306,10 @@ func TestOpsReport(t *testing.T) {
 	b.res[rowKey{"prefork", 64}] = []loadResult{res(1000, 100*time.Microsecond), res(1100, 90*time.Microsecond), res(900, 110*time.Microsecond)}
 	b.res[rowKey{"prefork+ops", 64}] = []loadResult{res(990, 101*time.Microsecond), res(1045, 95*time.Microsecond), res(900, 110*time.Microsecond)}
 	b.watched["prefork+ops"] = &watchStats{Scrapes: 15, Status: 15, Bytes: 14 << 10}
+	// Eight slice pairs: ops/plain of 0.91, 0.92, ... 0.98 in conn/s.
+	for i := 8; i >= 1; i-- {
+		b.pairs[64] = append(b.pairs[64], slicePair{res(1000, 100*time.Microsecond), res(float64(900+10*i), 100*time.Microsecond)})
+	}
 	if r, ok := b.opsRatio(64); !ok || r != 0.99 {
 		t.Errorf("ratio of the medians: want 0.99 (990/1000), have %v, %v", r, ok)
 	}
@@ -244,9 +319,12 @@ func TestOpsReport(t *testing.T) {
 	var out bytes.Buffer
 	b.opsReport(&out)
 	for _, want := range []string{
-		"c=64  conn/s on 990, off 1000: 0.990x of off (round by round 0.950..1.000, median 0.990)",
+		"c=64  conn/s on 990, off 1000: 0.990x of off; p99",
 		"processes on 9, off 9",
-		"per conn on 101.0µs, off 100.0µs: 1.010x of off (round by round 1.000..1.056, median 1.010); the master's CPU on 10.0ms/s, off 10.0ms/s",
+		// Nearest ranks 2 and 6 of 8 for the middle half.
+		"on/off round by round 0.950..1.000, median 0.990; 8 slice pairs of 1s: median 0.945, middle half 0.920..0.960",
+		"per conn on 101.0µs, off 100.0µs: 1.010x of off; the master's own on 10.0ms/s, off 10.0ms/s",
+		"CPU per conn on/off round by round 1.000..1.056, median 1.010; 8 slice pairs of 1s: median 1.000, middle half 1.000..1.000",
 		"watched: 15 scrapes (14.0 KiB",
 	} {
 		if !strings.Contains(out.String(), want) {
@@ -255,26 +333,33 @@ func TestOpsReport(t *testing.T) {
 	}
 }
 
-// TestTreeCPU reads this process's CPU time back after spending some.
+// TestTreeCPU reads this process's CPU time back while it spends some:
+// it must grow, in step with its own (there is no child).
 func TestTreeCPU(t *testing.T) {
-	before, own0, err := treeCPU(os.Getpid())
+	pid := os.Getpid()
+	before, own0, err := treeCPU(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	end := time.Now().Add(100 * time.Millisecond)
-	for n := 0; time.Now().Before(end); n++ {
-	}
-	after, own1, err := treeCPU(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// 100ms of spinning, read in 10ms ticks.
-	if d := after - before; d < 50*time.Millisecond {
-		t.Errorf("want at least 50ms more CPU, have %s (%s to %s)", d, before, after)
-	}
-	// No child: the tree is this process, its own time all of it.
-	if d := own1 - own0; d < 50*time.Millisecond || own1 > after {
-		t.Errorf("own CPU: want at least 50ms more and at most the tree's, have %s more, %s of %s", d, own1, after)
+	// Spin until 50ms more are read (in 10ms ticks), however little of a
+	// busy machine's CPUs this gets.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for end := time.Now().Add(10 * time.Millisecond); time.Now().Before(end); {
+		}
+		after, own1, err := treeCPU(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after-before != own1-own0 {
+			t.Fatalf("the tree grew by %s, the process's own time by %s: want the same", after-before, own1-own0)
+		}
+		if after-before >= 50*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("20s of spinning: the CPU time read went from %s to %s only", before, after)
+		}
 	}
 	if _, _, err := treeCPU(1 << 30); err == nil {
 		t.Error("want an error for a pid that cannot exist")

@@ -254,6 +254,34 @@ func (b *bench) masterPerSec(mode string, c int) time.Duration {
 	return median(v)
 }
 
+// sliceSpread is the on/off ratios of the slice pairs at c: their median
+// and middle half (with a few pairs, their range).
+func (b *bench) sliceSpread(c int, of func(loadResult) float64) string {
+	var r []float64
+	for _, p := range b.pairs[c] {
+		if of(p.plain) > 0 && of(p.ops) > 0 {
+			r = append(r, of(p.ops)/of(p.plain))
+		}
+	}
+	if len(r) < 2 {
+		return ""
+	}
+	slices.Sort(r)
+	lo, hi := r[0], r[len(r)-1]
+	what := "range"
+	if len(r) >= 8 {
+		// Nearest ranks of the first and third quartiles.
+		lo, hi = r[(len(r)+3)/4-1], r[(3*len(r)+3)/4-1]
+		what = "middle half"
+	}
+	return fmt.Sprintf("; %d slice pairs of %s: median %.3f, %s %.3f..%.3f", len(r), b.sliceDur(), median(r), what, lo, hi)
+}
+
+// sliceDur is how long each slice of a paired measurement lasted.
+func (b *bench) sliceDur() time.Duration {
+	return b.st.Duration / time.Duration(sliceCount(b.st.Duration))
+}
+
 // spread prints sorted ratios as their range and median.
 func spread(r []float64) string {
 	if len(r) == 0 {
@@ -288,8 +316,12 @@ func (b *bench) opsReport(w io.Writer) {
 	if ws == nil || !slices.Contains(b.st.Modes, "prefork") {
 		return
 	}
-	fmt.Fprintf(w, "\nprefork %d..%d with metrics and the control socket on, watched (a /metrics scrape and a control status each %s), vs both off; same run, %d round(s), medians:\n",
-		b.st.Prefork, b.st.Maxfork, watchEvery, b.st.Rounds)
+	how := "same run"
+	if len(b.pairs) > 0 {
+		how = fmt.Sprintf("both up at once, loaded in alternate slices of %s", b.sliceDur())
+	}
+	fmt.Fprintf(w, "\nprefork %d..%d with metrics and the control socket on, watched (a /metrics scrape and a control status each %s), vs both off; %s, %d round(s), medians:\n",
+		b.st.Prefork, b.st.Maxfork, watchEvery, how, b.st.Rounds)
 	for _, c := range b.st.Concs {
 		r, ok := b.opsRatio(c)
 		if !ok {
@@ -297,13 +329,14 @@ func (b *bench) opsReport(w io.Writer) {
 		}
 		ops, _ := b.row("prefork+ops", c)
 		plain, _ := b.row("prefork", c)
-		fmt.Fprintf(w, "  c=%-3d conn/s on %.0f, off %.0f: %.3fx of off (round by round %s); p99 on %s, off %s; processes on %s, off %s\n",
-			c, ops.perSec, plain.perSec, r, spread(b.pairedRatios(c, perSec)), fmtDur(ops.p99), fmtDur(plain.p99),
-			b.procRange("prefork+ops", c), b.procRange("prefork", c))
+		fmt.Fprintf(w, "  c=%-3d conn/s on %.0f, off %.0f: %.3fx of off; p99 on %s, off %s; processes on %s, off %s\n",
+			c, ops.perSec, plain.perSec, r, fmtDur(ops.p99), fmtDur(plain.p99), b.procRange("prefork+ops", c), b.procRange("prefork", c))
+		fmt.Fprintf(w, "        on/off round by round %s%s\n", spread(b.pairedRatios(c, perSec)), b.sliceSpread(c, perSec))
 		if on, off := b.medianCPU("prefork+ops", c), b.medianCPU("prefork", c); on > 0 && off > 0 {
-			fmt.Fprintf(w, "        server CPU (master and workers) per conn on %.1fµs, off %.1fµs: %.3fx of off (round by round %s); the master's CPU on %.1fms/s, off %.1fms/s\n",
-				float64(on)/1e3, float64(off)/1e3, float64(on)/float64(off), spread(b.pairedRatios(c, cpuPerConn)),
+			fmt.Fprintf(w, "        server CPU (master and workers) per conn on %.1fµs, off %.1fµs: %.3fx of off; the master's own on %.1fms/s, off %.1fms/s\n",
+				float64(on)/1e3, float64(off)/1e3, float64(on)/float64(off),
 				float64(b.masterPerSec("prefork+ops", c))/1e6, float64(b.masterPerSec("prefork", c))/1e6)
+			fmt.Fprintf(w, "        CPU per conn on/off round by round %s%s\n", spread(b.pairedRatios(c, cpuPerConn)), b.sliceSpread(c, cpuPerConn))
 		}
 	}
 	sl, tl := summarize(ws.ScrapeLat), summarize(ws.StatusLat)
