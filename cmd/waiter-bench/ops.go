@@ -311,22 +311,25 @@ type slicePair struct{ plain, ops loadResult }
 // to slice, and round to round. The watchers are on only while prefork+ops
 // is under load (its warm-up too), so that their cost falls on it alone.
 func (b *bench) measurePair(ctx context.Context, round int) error {
-	plain, err := startServer(ctx, b.specs["prefork"], b.dir, false)
-	if err != nil {
-		return err
+	// Which one starts first alternates too, round to round: it is one
+	// more difference between the two that is not the one measured.
+	modes := [2]string{"prefork", "prefork+ops"}
+	first := 1 - round%2
+	var servers [2]*server
+	for _, k := range []int{first, 1 - first} {
+		s, err := startServer(ctx, b.specs[modes[k]], b.dir, false)
+		if err != nil {
+			return err
+		}
+		defer s.stop()
+		servers[k] = s
 	}
-	defer plain.stop()
-	ops, err := startServer(ctx, b.specs["prefork+ops"], b.dir, false)
-	if err != nil {
-		return err
-	}
-	defer ops.stop()
+	plain, ops := servers[0], servers[1]
 	w, err := watchServer(ops)
 	if err != nil {
 		return err
 	}
 	defer w.stop() // before the servers (defers run last first)
-	servers := [2]*server{plain, ops}
 	watch := [2]*watcher{nil, w}
 	n := sliceCount(b.st.Duration)
 	for _, c := range b.st.Concs {
