@@ -242,6 +242,9 @@ func (o *Options) Validate() error {
 	if o.Control != "" && o.Control != "off" && !strings.HasPrefix(o.Control, "/") {
 		return bad("control", o.Control, "want an absolute path for the control socket, or off")
 	}
+	if len(o.Control) > 107 {
+		return bad("control", o.Control, "a unix socket path has at most 107 bytes")
+	}
 	if o.MetricsListen != "" {
 		host, port, err := net.SplitHostPort(o.MetricsListen)
 		if err != nil {

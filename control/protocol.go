@@ -54,6 +54,8 @@ type Reply struct {
 
 // Status is the master's view, as of the request.
 type Status struct {
+	// At is when the master took this snapshot.
+	At        time.Time `json:"at"`
 	PID       int       `json:"pid"`
 	Mode      string    `json:"mode"` // prefork, fixed, forking, nofork, connected
 	Started   time.Time `json:"started"`
@@ -122,8 +124,8 @@ type Listener struct {
 
 // ReloadResult is what a reload came to.
 type ReloadResult struct {
-	Generation int       `json:"generation"`
-	Result     string    `json:"result"` // ok, refused, failed
+	Generation int       `json:"generation,omitempty"` // 0: refused, no generation was made
+	Result     string    `json:"result"`               // ok, refused, failed
 	Reason     string    `json:"reason,omitempty"`
 	At         time.Time `json:"at"`
 }

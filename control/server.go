@@ -12,7 +12,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -24,9 +23,12 @@ const (
 	// MaxRequest is the longest request line; a longer one is answered
 	// with an error and the connection closed.
 	MaxRequest = 64 << 10
-	// MaxConns is how many clients are served at once; the next ones are
-	// answered "busy" and closed.
-	MaxConns = 16
+	// MaxConns is how many clients are served at once (a waiterctl top
+	// holds one); the next ones are answered "busy" and closed.
+	MaxConns = 64
+	// maxRejects bounds the goroutines answering "busy"; past it a
+	// connection is closed unanswered.
+	maxRejects = 64
 	// IdleTimeout is how long a connection may wait between requests (or
 	// take to send one).
 	IdleTimeout = 30 * time.Second
@@ -52,6 +54,7 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	conns  chan struct{}
+	rejs   chan struct{}
 	warnAt atomic.Int64
 	mu     sync.Mutex
 	open   map[net.Conn]struct{}
@@ -71,18 +74,38 @@ func Listen(path string) (*net.UnixListener, error) {
 		}
 		os.Remove(path)
 	}
-	// The umask makes the socket 0600 from its creation: no window in
-	// which another user could connect (SO_PEERCRED would refuse it, but
-	// the mode is the first gate).
-	old := syscall.Umask(0o177)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
+	// The socket file is 0600 from its creation: Linux gives it the
+	// socket's own mode (less the umask) at bind, so an fchmod before the
+	// bind leaves no window in which another user could connect
+	// (SO_PEERCRED would refuse them, but the mode is the first gate). Not
+	// the umask: it is the whole process's, and files other goroutines
+	// create meanwhile would be made 0600 too.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
+		return nil, fmt.Errorf("control: socket: %w", err)
 	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close() // net.FileListener holds its own copy
+	if err := unix.Fchmod(fd, 0o600); err != nil {
+		return nil, fmt.Errorf("control: %s: %w", path, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		return nil, fmt.Errorf("control: bind %s: %w", path, err)
+	}
+	if err := unix.Listen(fd, MaxConns); err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("control: listen %s: %w", path, err)
+	}
+	nl, err := net.FileListener(f)
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("control: %s: %w", path, err)
+	}
+	l := nl.(*net.UnixListener)
 	l.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := os.Chmod(path, 0o600); err != nil { // whatever the umask left
 		l.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	return l, nil
@@ -94,6 +117,7 @@ func (s *Server) Start(l *net.UnixListener) {
 	s.path = l.Addr().String()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.conns = make(chan struct{}, MaxConns)
+	s.rejs = make(chan struct{}, maxRejects)
 	s.open = map[net.Conn]struct{}{}
 	s.wg.Add(1)
 	go s.acceptLoop()
@@ -140,7 +164,17 @@ func (s *Server) acceptLoop() {
 		select {
 		case s.conns <- struct{}{}:
 		default:
-			s.reject(c, "busy: too many control connections")
+			select {
+			case s.rejs <- struct{}{}:
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					defer func() { <-s.rejs }()
+					s.reject(c, fmt.Sprintf("busy: %d control connections are open, the most served at once", MaxConns))
+				}()
+			default:
+				c.Close()
+			}
 			continue
 		}
 		s.track(c, true)
@@ -165,10 +199,15 @@ func (s *Server) track(c net.Conn, add bool) {
 	s.mu.Unlock()
 }
 
+// reject answers the first request with why: read first (for a second at
+// most), since closing with it unread fails the client's write (EPIPE)
+// before it could read the answer.
 func (s *Server) reject(c *net.UnixConn, why string) {
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	readLine(bufio.NewReaderSize(c, 4096), MaxRequest)
 	c.SetWriteDeadline(time.Now().Add(time.Second))
 	writeReply(c, Reply{Error: why})
-	c.Close()
 }
 
 func (s *Server) allowed(uid uint32) bool {

@@ -44,7 +44,7 @@ func newBenchScoreboard(b *testing.B, slots int) *scoreboard {
 func BenchmarkScoreboardClient(b *testing.B) {
 	sb := newBenchScoreboard(b, benchSlots)
 	s := sb.Slot(3)
-	s.claim(0)
+	s.claim(0, 1)
 	s.Idle()
 	s.Idle() // a second idle worker, so that Busy never asks to grow
 	for b.Loop() {
@@ -63,7 +63,7 @@ func BenchmarkScoreboardClientParallel(b *testing.B) {
 	sb.i32(hdrIdle).Add(1) // one idle worker more than the goroutines: no grow requests
 	b.RunParallel(func(pb *testing.PB) {
 		s := sb.Slot(int(next.Add(1)) % benchSlots)
-		s.claim(0)
+		s.claim(0, 1)
 		s.Idle()
 		for pb.Next() {
 			s.Busy()
@@ -81,7 +81,7 @@ func BenchmarkScoreboardCounts(b *testing.B) {
 		b.Run(itoa(slots)+"slots", func(b *testing.B) {
 			sb := newBenchScoreboard(b, slots)
 			for i := 0; i < 8; i++ {
-				sb.Slot(i).claim(0)
+				sb.Slot(i).claim(0, 1)
 				sb.Slot(i).Idle()
 			}
 			for b.Loop() {
@@ -219,8 +219,8 @@ func BenchmarkAcceptServe(b *testing.B) {
 		defer acc.close()
 		sb := newBenchScoreboard(b, benchSlots)
 		w := benchWorker(b, sb)
-		w.slot.claim(0)
-		sb.Slot(1).claim(0)
+		w.slot.claim(0, 1)
+		sb.Slot(1).claim(0, 1)
 		sb.Slot(1).Idle() // another idle worker: no grow requests
 		w.slot.Idle()
 		for b.Loop() {

@@ -24,6 +24,7 @@ import (
 type ctlReq struct {
 	r     control.Request
 	reply chan control.Reply
+	taken chan struct{} // cap 1: the supervisor read it (nil in tests)
 }
 
 // ctlWait bounds how long a request waits for the supervisor to take it:
@@ -92,11 +93,21 @@ func handleControl(ctx context.Context, r control.Request, ev *events, broker *s
 			defer cancel()
 		}
 	}
-	c := ctlReq{r: r, reply: make(chan control.Reply, 1)}
+	c := ctlReq{r: r, reply: make(chan control.Reply, 1), taken: make(chan struct{}, 1)}
+	stuck := time.NewTimer(ctlWait)
+	defer stuck.Stop()
 	select {
 	case ev.ctl <- c:
-	case <-time.After(ctlWait):
-		return control.Reply{Error: "the supervisor did not take the request in " + ctlWait.String()}
+	case <-stuck.C:
+		return control.Reply{Error: "the supervisor did not take the request in " + ctlWait.String() + ": it may be stuck"}
+	case <-ctx.Done():
+		return control.Reply{Error: "the server is stopping"}
+	}
+	// Queued is not taken: a stuck loop leaves it in the channel.
+	select {
+	case <-c.taken:
+	case <-stuck.C:
+		return control.Reply{Error: "the supervisor did not take the request in " + ctlWait.String() + ": it may be stuck"}
 	case <-ctx.Done():
 		return control.Reply{Error: "the server is stopping"}
 	}
@@ -130,6 +141,9 @@ func handleControl(ctx context.Context, r control.Request, ev *events, broker *s
 
 // command is the supervisor's side of a request.
 func (sv *supervisor) command(c ctlReq) {
+	if c.taken != nil {
+		c.taken <- struct{}{}
+	}
 	switch c.r.Cmd {
 	case control.CmdStatus:
 		c.reply <- control.Reply{OK: true, Status: sv.statusOf()}
@@ -155,11 +169,14 @@ func (sv *supervisor) workersCmd(n int) control.Reply {
 	if n == 0 {
 		return control.Reply{Error: "workers: want +N or -N, not 0"}
 	}
-	sig, steps := syscall.SIGTTIN, n
+	const most = 1 << 17 // more than any pool can take: the rest is refused anyway
+	sig, steps := syscall.SIGTTIN, min(n, most)
 	if n < 0 {
-		sig, steps = syscall.SIGTTOU, -n
+		sig, steps = syscall.SIGTTOU, most
+		if n > -most {
+			steps = -n // -n of math.MinInt would overflow
+		}
 	}
-	steps = min(steps, 1<<17) // more than any pool can take: the rest is refused anyway
 	res := &control.WorkersResult{}
 	done := 0
 	sv.quietResize = true
@@ -196,6 +213,9 @@ func (sv *supervisor) stacksCmd(pid int) control.Reply {
 		}
 		if !k.reported {
 			return control.Reply{Error: fmt.Sprintf("stacks: worker pid %d is still starting", pid)}
+		}
+		if !k.killedAt.IsZero() || !k.quitAt.IsZero() || sv.sb.Slot(k.slot).State() == stateExiting {
+			return control.Reply{Error: fmt.Sprintf("stacks: worker pid %d is exiting", pid)}
 		}
 		sv.sb.Slot(k.slot).askStacks(stacksReply)
 		sv.env.signal(k, sigStacks)
@@ -259,7 +279,7 @@ func (sv *supervisor) modeName() string {
 func (sv *supervisor) statusOf() *control.Status {
 	o := sv.cur.opts.o
 	st := &control.Status{
-		PID: os.Getpid(), Mode: sv.modeName(), Started: sv.started,
+		At: sv.env.now(), PID: os.Getpid(), Mode: sv.modeName(), Started: sv.started,
 		Stopping: sv.stopping, Reloading: !sv.reloadAt.IsZero(),
 		Generation: sv.cur.n, Prefork: sv.target, Maxfork: o.Maxfork, Spares: sv.spares,
 		Reloads:         map[string]uint64{"ok": 0, "refused": 0, "failed": 0},

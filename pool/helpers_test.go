@@ -168,13 +168,16 @@ func (p *proc) count(hook string) int {
 }
 
 // talk sends one command line and reads the reply to EOF.
-func talk(addr, cmd string) (string, error) {
+func talk(addr, cmd string) (string, error) { return talkWithin(addr, cmd, 10*time.Second) }
+
+// talkWithin is talk with a deadline of d for the whole exchange.
+func talkWithin(addr, cmd string, d time.Duration) (string, error) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(d))
 	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
 		return "", err
 	}

@@ -165,8 +165,14 @@ func (h *procHost) start(k *kid) {
 	}
 }
 
+// signal goes through the kid's pidfd when it has one: a pid alone could
+// name another process once the kid exited and its pid was reused, before
+// the supervisor read the exit.
 func (h *procHost) signal(k *kid, sig syscall.Signal) {
-	if k.pid > 0 {
+	switch {
+	case k.pidf != nil:
+		unix.PidfdSendSignal(int(k.pidf.Fd()), sig, nil, 0)
+	case k.pid > 0:
 		syscall.Kill(k.pid, sig)
 	}
 }

@@ -39,7 +39,7 @@ func (h *inprocHost) start(k *kid) {
 	}
 	w := newWorker(h.s, g.o, g.tls, h.s.log, h.sb, h.sb.Slot(k.slot), settings)
 	w.inproc = true
-	slot := k.slot
+	slot := h.sb.Slot(k.slot)
 	w.report = func(ev byte) { h.ev.workers <- evWord(ev, slot) }
 	k.w = w
 	done := make(chan struct{})

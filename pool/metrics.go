@@ -53,7 +53,7 @@ type durationSnapshot struct {
 // every series at 0 from the start (a rate over a series that appears
 // only at its first increment misses that increment).
 var (
-	exitCauses    = []string{"px_idle", "max_requests", "memory", "request_timeout", "crash", "retired", "killed", "start_failed", "client"}
+	exitCauses    = []string{"px_idle", "max_requests", "memory", "request_timeout", "crash", "retired", "killed", "start_failed", "client", "hook"}
 	reloadResults = []string{"ok", "refused", "failed"}
 	workerStates  = []string{"starting", "idle", "busy", "exiting", "retiring"}
 )
@@ -71,7 +71,7 @@ const (
 	// written rather than the connection cut under it.
 	metricsWriteTimeout = metricsHandlerTimeout + 5*time.Second
 	// metricsIdleTimeout bounds a keep-alive connection between scrapes.
-	metricsIdleTimeout = 30 * time.Second
+	metricsIdleTimeout = 5 * time.Second
 	metricsMaxHeader   = 8 << 10
 	// metricsMaxInFlight is how many scrapes gather at once; more are
 	// answered 503 at once.
@@ -188,7 +188,15 @@ func (m *metrics) serve(addr string, logger logrus.FieldLogger) (net.Addr, error
 	if m.srv != nil {
 		return nil, errMetricsServing
 	}
-	ln, err := net.Listen("tcp", addr)
+	// An IPv4 address means IPv4: "tcp" would make 0.0.0.0 a dual-stack
+	// socket that answers on [::] too.
+	network := "tcp"
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(h); ip != nil && ip.To4() != nil {
+			network = "tcp4"
+		}
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("pool: metrics: %w", err)
 	}
@@ -213,6 +221,9 @@ func (m *metrics) serve(addr string, logger logrus.FieldLogger) (net.Addr, error
 		MaxHeaderBytes:    metricsMaxHeader,
 		ErrorLog:          log.New(logWriter{logger, logrus.WarnLevel}, "waiter: metrics: ", 0),
 	}
+	// One scrape a connection: an idle keep-alive connection would hold
+	// one of the few the listener admits while a real scrape waits.
+	m.srv.SetKeepAlivesEnabled(false)
 	m.ln = ln
 	m.served = make(chan struct{})
 	bound := ln.Addr()
@@ -224,7 +235,6 @@ func (m *metrics) serve(addr string, logger logrus.FieldLogger) (net.Addr, error
 			logger.WithError(err).Error("waiter: metrics: the server stopped")
 		}
 	}(m.srv, newLimitListener(ln, m.maxConns), m.served)
-	logger.Infof("waiter: metrics: serving http://%s/metrics", bound)
 	return bound, nil
 }
 
@@ -256,12 +266,15 @@ type statusCollector struct {
 	durations func() durationSnapshot
 
 	workers, clients, clientsFailed, queueLen, queueMax, overflows,
-	limit, generation, started, rss, cpu, duration *prometheus.Desc
+	limit, generation, started, rss, cpu, duration, age *prometheus.Desc
 }
 
 func newStatusCollector(status func() *control.Status, durations func() durationSnapshot) *statusCollector {
 	listener := []string{"listener", "name"}
-	worker := []string{"pid", "slot"}
+	// By slot, not pid: in forking mode every client is a new process, and
+	// a series per pid would grow without bound. A slot's counter starts
+	// again with its next worker (a reset, to Prometheus).
+	worker := []string{"slot"}
 	return &statusCollector{
 		status:    status,
 		durations: durations,
@@ -289,6 +302,9 @@ func newStatusCollector(status func() *control.Status, durations func() duration
 		generation: prometheus.NewDesc("waiter_generation",
 			"The newest generation (what new workers get) and the serving one (the last that became ready).",
 			[]string{"which"}, nil),
+		age: prometheus.NewDesc("waiter_snapshot_age_seconds",
+			"How old the master's snapshot behind these figures is: it is taken once a second by the supervisor loop, so a growing age means the loop is stuck.",
+			nil, nil),
 		started: prometheus.NewDesc("waiter_start_time_seconds",
 			"When the server started, in seconds since the Unix epoch.",
 			nil, nil),
@@ -306,7 +322,7 @@ func newStatusCollector(status func() *control.Status, durations func() duration
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.workers, c.clients, c.clientsFailed, c.queueLen, c.queueMax,
-		c.overflows, c.limit, c.generation, c.started, c.rss, c.cpu, c.duration} {
+		c.overflows, c.limit, c.generation, c.started, c.rss, c.cpu, c.duration, c.age} {
 		ch <- d
 	}
 }
@@ -336,9 +352,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		if w.PID <= 0 {
 			continue // not started: no process to measure
 		}
-		pid, slot := strconv.Itoa(w.PID), strconv.Itoa(w.Slot)
-		gauge(c.rss, float64(w.RSS), pid, slot)
-		counter(c.cpu, w.CPU, pid, slot)
+		slot := strconv.Itoa(w.Slot)
+		gauge(c.rss, float64(w.RSS), slot)
+		counter(c.cpu, w.CPU, slot)
 	}
 	names := make([]string, 0, len(states))
 	for st := range states {
@@ -367,6 +383,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.generation, float64(s.Serving), "serving")
 	if !s.Started.IsZero() {
 		gauge(c.started, float64(s.Started.UnixNano())/1e9)
+		if !s.At.IsZero() {
+			gauge(c.age, time.Since(s.At).Seconds())
+		}
 	}
 }
 

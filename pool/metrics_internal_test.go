@@ -298,14 +298,14 @@ func checkScrape(t *testing.T, fams map[string]*dto.MetricFamily) {
 		if w.PID == 0 {
 			continue
 		}
-		k := fmt.Sprintf("pid=%d,slot=%d", w.PID, w.Slot)
+		k := fmt.Sprintf("slot=%d", w.Slot)
 		rss[k], cpu[k] = float64(w.RSS), w.CPU
 	}
 	if len(rss) != 9 {
 		t.Fatalf("the test's status: have %d workers with a PID, want 9", len(rss))
 	}
-	checkValues(t, fams, "waiter_worker_rss_bytes", gauge, rss, "pid", "slot")
-	checkValues(t, fams, "waiter_worker_cpu_seconds_total", counter, cpu, "pid", "slot")
+	checkValues(t, fams, "waiter_worker_rss_bytes", gauge, rss, "slot")
+	checkValues(t, fams, "waiter_worker_cpu_seconds_total", counter, cpu, "slot")
 
 	// i+1 clients in bucket i: cumulative n(n+1)/2; 120 with +Inf's 15.
 	checkHistogram(t, fams, "waiter_client_duration_seconds", clientDurationBuckets,
@@ -320,7 +320,7 @@ func checkScrape(t *testing.T, fams map[string]*dto.MetricFamily) {
 	// Every cause and result from the start, those never counted at 0.
 	checkValues(t, fams, "waiter_worker_exits_total", counter, map[string]float64{
 		"cause=px_idle": 2, "cause=max_requests": 0, "cause=memory": 0, "cause=request_timeout": 0,
-		"cause=crash": 3, "cause=retired": 0, "cause=killed": 0, "cause=start_failed": 0, "cause=client": 1,
+		"cause=crash": 3, "cause=retired": 0, "cause=killed": 0, "cause=start_failed": 0, "cause=client": 1, "cause=hook": 0,
 	}, "cause")
 	checkValues(t, fams, "waiter_reloads_total", counter, map[string]float64{
 		"result=ok": 2, "result=refused": 1, "result=failed": 0,
@@ -374,8 +374,8 @@ func TestMetricsScrape(t *testing.T) {
 		"state=starting": 0, "state=idle": 2, "state=busy": 0, "state=exiting": 0, "state=retiring": 0,
 	}, "state")
 	checkValues(t, fams, "waiter_worker_rss_bytes", gauge, map[string]float64{
-		"pid=101,slot=0": 10 << 20, "pid=102,slot=1": 11 << 20,
-	}, "pid", "slot")
+		"slot=0": 10 << 20, "slot=1": 11 << 20,
+	}, "slot")
 }
 
 // TestMetricsOpenMetrics: a scraper that asks for OpenMetrics (Prometheus

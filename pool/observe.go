@@ -31,9 +31,10 @@ type observer struct {
 	ovfWarn time.Time
 	ovfErr  bool
 	// the duration histogram of reaped workers (their slots are reused)
-	histDead []uint64
-	sumDead  uint64
-	slow     uint64 // slow_request logs
+	histDead  []uint64
+	sumDead   uint64
+	slow      uint64    // slow_request logs
+	freshWarn time.Time // the last "limit below a new worker" error
 }
 
 type ovfSample struct {
@@ -62,13 +63,31 @@ func (sv *supervisor) sample(now time.Time) {
 		if k.pid <= 0 {
 			continue
 		}
+		if !k.reported {
+			continue // not yet the program: the spawner's fork, or its exec
+		}
 		rss, cpu, err := procUsage(k.pid)
 		if err != nil {
 			continue // exited since: the reap is on its way
 		}
-		sv.sb.Slot(k.slot).setUsage(rss, cpu)
-		if k.kind == kindInproc || !k.reported || !k.killedAt.IsZero() || !k.quitAt.IsZero() {
+		sl := sv.sb.Slot(k.slot)
+		sl.setUsage(rss, cpu)
+		if k.kind == kindInproc || !k.killedAt.IsZero() || !k.quitAt.IsZero() || k.cause == causeMemory {
 			continue // the in-process worker's memory is the master's own
+		}
+		over := (hard > 0 && rss > hard) || (soft > 0 && rss > soft)
+		if !over {
+			continue
+		}
+		// A worker that has served nobody is as big as the program
+		// starts: ending it would only start another as big, for ever.
+		if sl.Served() == 0 && sl.State() != stateBusy {
+			if now.Sub(sv.obs.freshWarn) >= time.Minute {
+				sv.obs.freshWarn = now
+				sv.log.Errorf("waiter: a new %s (pid %d) already uses %s of memory, above max_worker_rss%s: the limit is below what a worker starts with; workers that have served no client are not ended for it",
+					k.kind, k.pid, humanSize(rss), map[bool]string{true: "_hard (" + o.MaxWorkerRSSHard.String() + ")", false: " (" + o.MaxWorkerRSS.String() + ")"}[hard > 0 && rss > hard])
+			}
+			continue
 		}
 		switch {
 		case hard > 0 && rss > hard:
@@ -77,11 +96,22 @@ func (sv *supervisor) sample(now time.Time) {
 			k.cause = causeMemory
 			k.quitAt = now
 			sv.env.signal(k, syscall.SIGQUIT)
-		case soft > 0 && rss > soft && k.state != kRetiring:
+		case k.kind == kindOneshot || k.client:
+			// Forking mode: the process ends with its one client anyway.
+		case k.state == kRetiring:
+		case k.kind == kindSpare:
+			sv.log.WithField("WORKER_PID", k.pid).Warnf("waiter: spare pid %d uses %s of memory, above max_worker_rss (%s): replacing it",
+				k.pid, humanSize(rss), o.MaxWorkerRSS)
+			k.cause = causeMemory
+			sv.retire(k, now.Add(o.GracefulTimeout.D()))
+		default:
+			// Not a stop: its client goes on undisturbed (no cancelled
+			// context, no deadline), and it ends after it, or at its next
+			// accept timeout when idle; its replacement starts then.
 			sv.log.WithField("WORKER_PID", k.pid).Warnf("waiter: %s pid %d uses %s of memory, above max_worker_rss (%s): retiring it after its client",
 				k.kind, k.pid, humanSize(rss), o.MaxWorkerRSS)
 			k.cause = causeMemory
-			sv.retire(k, now.Add(o.GracefulTimeout.D()))
+			sl.askRetire()
 		}
 	}
 }

@@ -93,7 +93,16 @@ func TestOpsStatusShowsBusyWorkersAndTheirPeers(t *testing.T) {
 		peers[c.LocalAddr().String()] = true
 	}
 	time.Sleep(300 * time.Millisecond)
-	st := status(t, path)
+	var st *control.Status
+	eventually(t, 5*time.Second, "every worker's RSS sampled (once a second)", func() bool {
+		st = status(t, path)
+		for _, w := range st.Workers {
+			if w.RSS == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	if st.Mode != "prefork" || st.Maxfork != 8 || st.Prefork != 4 || st.PID != p.pid() || st.Generation != 1 || st.Serving != 1 {
 		t.Fatalf("status header: %+v", st)
 	}
@@ -646,5 +655,64 @@ func TestOpsSlowRequestLogsOnce(t *testing.T) {
 				t.Fatalf("after the slow client: %q", s)
 			}
 		})
+	}
+}
+
+// A limit below what a worker starts with must not end workers in a loop
+// (each replacement as big as the last): the error says so, once.
+func TestOpsMemoryLimitBelowAFreshWorker(t *testing.T) {
+	for _, hard := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hard=%v", hard), func(t *testing.T) {
+			o := prefork(2, 2, func(o *config.Options) {
+				if hard {
+					o.MaxWorkerRSSHard = 2 << 20
+				} else {
+					o.MaxWorkerRSS = 2 << 20
+				}
+			})
+			path := withControl(t, &o)
+			p := start(t, o)
+			mustTalk(t, p.addr, "hello") // one worker has served: it is ended
+			time.Sleep(3500 * time.Millisecond)
+			st := status(t, path)
+			fresh := 0
+			for _, w := range st.Workers {
+				if w.Served == 0 && time.Duration(w.Age) > 2*time.Second {
+					fresh++
+				}
+			}
+			if fresh < 1 {
+				t.Fatalf("want the worker that served nobody kept for 3 s, have %+v", st.Workers)
+			}
+			if n := strings.Count(p.stderr.String(), "the limit is below what a worker starts with"); n != 1 {
+				t.Fatalf("want the error once, have %d:\n%s", n, p.stderr.String())
+			}
+			if n := strings.Count(p.stderr.String(), "uses "); n > 2 {
+				t.Fatalf("workers ended in a loop: %d lines\n%s", n, p.stderr.String())
+			}
+		})
+	}
+}
+
+// Many slow clients at once: one stack dump a second, and a count of the
+// rest.
+func TestOpsSlowRequestFloodIsPaced(t *testing.T) {
+	o := prefork(8, 8, func(o *config.Options) { o.SlowRequest = config.Duration(200 * time.Millisecond) })
+	p := start(t, o)
+	talkRetry(t, p.addr, "hello")
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			talkWithin(p.addr, "sleep 1500", 10*time.Second)
+		}()
+	}
+	wg.Wait()
+	s := p.stderr.String()
+	dumps := strings.Count(s, "slow request: busy with")
+	t.Logf("8 slow clients: %d stack dumps", dumps)
+	if dumps < 1 || dumps > 3 {
+		t.Fatalf("want 1 to 3 stack dumps for 8 slow clients in 1.5 s, have %d:\n%s", dumps, s)
 	}
 }

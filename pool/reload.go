@@ -139,6 +139,9 @@ func (sv *supervisor) loadOptions() (optionsSnapshot, error) {
 		if bound := sv.s.Options; n.Listen != bound.Listen || n.Port != bound.Port {
 			sv.log.Warn("waiter: reload: a new listen address or port takes a restart; still serving the one of the start")
 		}
+		if start := sv.s.Options; n.Control != start.Control || n.MetricsListen != start.MetricsListen || n.Backlog != start.Backlog {
+			sv.log.Warn("waiter: reload: a new control, metrics_listen or backlog takes a restart; still using those of the start")
+		}
 		o = n
 	}
 	snap, warns, err := sv.s.snapshot(o, settings)
@@ -223,8 +226,9 @@ func (sv *supervisor) checkReload(now time.Time) {
 	default:
 		return
 	}
-	sv.log.Errorf("waiter: reload failed: generation %d %s; generation %d serves on", sv.cur.n, why, sv.serving.n)
-	sv.reloadResult(sv.cur.n, "failed", fmt.Sprintf("generation %d %s; generation %d serves on", sv.cur.n, why, sv.serving.n))
+	failed := sv.cur.n
+	sv.log.Errorf("waiter: reload failed: generation %d: %s; generation %d serves on", failed, why, sv.serving.n)
+	sv.reloadResult(failed, "failed", fmt.Sprintf("generation %d: %s; generation %d serves on", failed, why, sv.serving.n))
 	for _, k := range sv.kids {
 		if k.gen == sv.cur {
 			sv.retire(k, now.Add(sv.serving.opts.o.GracefulTimeout.D()))
@@ -235,7 +239,7 @@ func (sv *supervisor) checkReload(now time.Time) {
 	sv.s.setCurrent(sv.cur.opts.o, sv.cur.opts.settings)
 	sv.reloadAt = time.Time{}
 	sv.failStreak, sv.nextSpawn = 0, time.Time{}
-	sv.status.note = "reload failed: generation " + why
+	sv.status.note = fmt.Sprintf("reload failed: generation %d: %s", failed, why)
 	sv.status.at = time.Time{}
 	sv.env.notify("READY=1")
 }

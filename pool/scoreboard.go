@@ -21,7 +21,7 @@ const (
 	sbMagic       = 0x57414954 // "WAIT"
 	sbVersion     = 3
 	cacheLine     = 64
-	slotSize      = 4 * cacheLine
+	slotSize      = 5 * cacheLine
 	slotPID       = 0   // int32
 	slotState     = 4   // uint32
 	slotGen       = 8   // uint32
@@ -42,6 +42,8 @@ const (
 	slotExit      = 120 // uint32: why the worker ended itself (exitWhy*)
 	slotHist      = 128 // uint64 x (len(clientDurationBuckets)+1): clients by duration
 	slotHistSum   = 248 // uint64: ns, the sum of those durations
+	slotEpoch     = 256 // uint32: which claim of the slot this is (the master's), in every event its worker sends
+	slotRetire    = 260 // uint32: 1: the master asks the worker to end after its client (max_worker_rss)
 	hdrMagic      = 0
 	hdrVersion    = 4
 	hdrSlots      = 8
@@ -69,6 +71,7 @@ const (
 	exitWhyMaxRequests // max_requests served
 	exitWhyClient      // forking: done with its one client
 	exitWhyHook        // on_process or a hook asked (ErrStopWorker, Fatal, a panic)
+	exitWhyAsked       // the master asked (askRetire)
 )
 
 // Slot states.
@@ -244,8 +247,10 @@ func (s sbSlot) setState(v uint32) { s.sb.u32(s.off + slotState).Store(v) }
 
 // claim is the master's: it readies a free slot for a worker it is about to
 // start. The pid is filled in once known.
-func (s sbSlot) claim(gen int) {
+func (s sbSlot) claim(gen int, epoch uint32) {
 	s.sb.i32(s.off + slotPID).Store(0)
+	s.sb.u32(s.off + slotEpoch).Store(epoch)
+	s.sb.u32(s.off + slotRetire).Store(0)
 	s.sb.u32(s.off + slotGen).Store(uint32(gen))
 	s.sb.u64(s.off + slotServed).Store(0)
 	s.sb.u64(s.off + slotFailed).Store(0)
@@ -367,6 +372,16 @@ func (s sbSlot) setUsage(rss uint64, cpu time.Duration) {
 // worker's, when the signal comes.
 func (s sbSlot) askStacks(what uint32) { s.sb.u32(s.off + slotStacks).Or(what) }
 func (s sbSlot) takeStacks() uint32    { return s.sb.u32(s.off + slotStacks).Swap(0) }
+
+// Epoch is the claim the slot's worker belongs to: an event from a worker
+// of an earlier claim (it exited before the master read its report) must
+// not be taken for the new worker's.
+func (s sbSlot) Epoch() uint32 { return s.sb.u32(s.off + slotEpoch).Load() }
+
+// askRetire is the master's: end after the current client (or at the next
+// accept timeout when idle), without a stop's cancelled context.
+func (s sbSlot) askRetire()        { s.sb.u32(s.off + slotRetire).Store(1) }
+func (s sbSlot) retireAsked() bool { return s.sb.u32(s.off+slotRetire).Load() == 1 }
 
 // setExitWhy is the worker's, before it ends itself; ExitWhy the master's.
 func (s sbSlot) setExitWhy(why uint32) { s.sb.u32(s.off + slotExit).Store(why) }

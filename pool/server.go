@@ -389,6 +389,9 @@ func (s *Server) supervise(g *generation, ev *events) error {
 		e.start, e.signal = h.start, h.signal
 		broker = h.stacks
 	}
+	if (m == modeNofork || m == modeConnected) && (o.MaxWorkerRSS > 0 || o.MaxWorkerRSSHard > 0) {
+		s.log.Warn("waiter: max_worker_rss and max_worker_rss_hard have no effect in one process (nofork, Accept=yes): the worker is the master; use the unit's MemoryMax=")
+	}
 	sv := newSupervisor(s, m, g, e, sb)
 	sv.exits = ev.exits
 	sv.shutdown = s.shutdownBound
@@ -411,7 +414,7 @@ func (s *Server) supervise(g *generation, ev *events) error {
 	if path := controlPath(o); path != "" && m != modeConnected {
 		cs, err := s.startControl(path, ev, broker)
 		if err != nil {
-			return s.fail(ErrListen, err)
+			return s.fail(ErrConfig, fmt.Errorf("control socket %s: %w", path, err))
 		}
 		defer cs.Close()
 	}

@@ -45,6 +45,10 @@ type spawnRes struct {
 	// supervisor calls it on a goroutine of its own once it has recorded
 	// the pid, so that no exit can arrive before the start it ends.
 	wait func() syscall.WaitStatus
+	// pidf is the supervisor's own pidfd of the process (nil without one):
+	// a signal through it cannot reach another process that reused the
+	// pid after the exit, before the supervisor read it.
+	pidf *os.File
 }
 
 func newSpawner(done chan spawnRes) *spawner {
@@ -72,6 +76,11 @@ func (sp *spawner) loop(started chan struct{}) {
 		}
 		res := spawnRes{slot: r.slot, pid: pid, err: err}
 		if err == nil {
+			if pidfd >= 0 {
+				if d, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+					res.pidf = os.NewFile(uintptr(d), "pidfd")
+				}
+			}
 			res.wait = func() syscall.WaitStatus { return waitChild(pid, pidfd) }
 		}
 		sp.done <- res

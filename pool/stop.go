@@ -116,6 +116,15 @@ func (sv *supervisor) abandon(k *kid) {
 func (sv *supervisor) slowRequest(k *kid, b int64) {
 	k.slowAt = b
 	sv.obs.slow++
+	// One stack dump a second across the pool: many slow clients at once
+	// (idle ones count, being busy) must not flood the journal.
+	ok, held := sv.warn.allow("slow_request")
+	if !ok {
+		return
+	}
+	if held > 0 {
+		sv.log.Warnf("waiter: %d more clients were slow (slow_request %s) since the last stack dump; one is logged a second at most", held, sv.cur.opts.o.SlowRequest)
+	}
 	sl := sv.sb.Slot(k.slot)
 	if k.kind != kindInproc {
 		sl.askStacks(stacksLog)

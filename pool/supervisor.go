@@ -109,7 +109,8 @@ type supervisor struct {
 	status         statusState
 
 	started       time.Time
-	quietResize   bool // workersCmd logs one line for its N steps
+	epoch         uint32 // claims of slots so far
+	quietResize   bool   // workersCmd logs one line for its N steps
 	obs           observer
 	m             *metrics // nil: metrics_listen is off
 	reloadWaiters []reloadWaiter
@@ -289,10 +290,10 @@ func (sv *supervisor) done() bool {
 }
 
 func (sv *supervisor) workerEvent(w uint32) {
-	kind, slot := byte(w>>24), int(w&0xffffff)
+	kind, epoch, slot := evParts(w)
 	k := sv.kids[slot]
-	if k == nil {
-		return
+	if k == nil || k.epoch&0xff != epoch {
+		return // the slot's previous worker, gone before its report was read
 	}
 	switch kind {
 	case evReady:

@@ -246,7 +246,7 @@ func (w *fakeWorld) reportReady() bool {
 		sl.Idle()
 		w.stamp(sl, slotIdleSince)
 	}
-	w.sv.workerEvent(evWord(evReady, p.k.slot))
+	w.sv.workerEvent(evWord(evReady, w.sv.sb.Slot(p.k.slot)))
 	return true
 }
 
@@ -286,7 +286,7 @@ func (w *fakeWorld) clientArrives() bool {
 	grow := sl.Busy()
 	w.stamp(sl, slotBusy)
 	if grow {
-		w.sv.workerEvent(evWord(evGrow, p.k.slot))
+		w.sv.workerEvent(evWord(evGrow, sl))
 	}
 	return true
 }

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"os"
 	"syscall"
 	"time"
 
@@ -72,9 +73,11 @@ type kid struct {
 	killAt   time.Time // retiring: SIGKILL after this
 	quitAt   time.Time // request_timeout or max_worker_rss_hard sent SIGQUIT
 	killedAt time.Time
-	cause    string  // why the master ended it (a cause* value), for the exit counts
-	slowAt   int64   // the client (its BusySince) slow_request last logged
-	w        *worker // kindInproc
+	cause    string   // why the master ended it (a cause* value), for the exit counts
+	slowAt   int64    // the client (its BusySince) slow_request last logged
+	epoch    uint32   // the slot's claim (events carry it)
+	pidf     *os.File // the supervisor's pidfd of the process (signals go through it); nil: none
+	w        *worker  // kindInproc
 }
 
 // add claims a free slot and asks the host to start a kid of the current
@@ -83,8 +86,9 @@ type kid struct {
 func (sv *supervisor) add(kind kidKind, clientFd int) *kid {
 	slot := sv.free[len(sv.free)-1]
 	sv.free = sv.free[:len(sv.free)-1]
-	sv.sb.Slot(slot).claim(sv.cur.n)
-	k := &kid{slot: slot, gen: sv.cur, kind: kind, handoff: -1, clientFd: clientFd, startAt: sv.env.now()}
+	sv.epoch++
+	sv.sb.Slot(slot).claim(sv.cur.n, sv.epoch)
+	k := &kid{slot: slot, gen: sv.cur, kind: kind, handoff: -1, clientFd: clientFd, startAt: sv.env.now(), epoch: sv.epoch}
 	if kind == kindOneshot {
 		k.client = true
 	}
@@ -110,7 +114,7 @@ func (sv *supervisor) spawnDone(r spawnRes) {
 		sv.remove(k)
 		return
 	}
-	k.pid = r.pid
+	k.pid, k.pidf = r.pid, r.pidf
 	sv.sb.Slot(k.slot).SetPID(r.pid)
 	if r.wait != nil {
 		go func(slot, pid int, wait func() syscall.WaitStatus) {
@@ -242,6 +246,8 @@ func exitCause(k *kid, sl sbSlot, clean, startFailed bool) string {
 		return causeCrash
 	}
 	switch sl.ExitWhy() {
+	case exitWhyAsked:
+		return causeMemory
 	case exitWhyMaxRequests:
 		return causeMaxRequests
 	case exitWhyClient:
@@ -255,6 +261,10 @@ func exitCause(k *kid, sl sbSlot, clean, startFailed bool) string {
 // remove drops a kid from the table and frees its slot.
 func (sv *supervisor) remove(k *kid) {
 	sv.closeHandoff(k)
+	if k.pidf != nil {
+		k.pidf.Close()
+		k.pidf = nil
+	}
 	if k.clientFd >= 0 {
 		unix.Close(k.clientFd)
 		k.clientFd = -1

@@ -50,7 +50,16 @@ const (
 	evGrow  = 2 // the last idle prefork worker just took a client
 )
 
-func evWord(kind byte, slot int) uint32 { return uint32(kind)<<24 | uint32(slot)&0xffffff }
+// evWord packs an event: the kind (4 bits), the slot's epoch (8 bits: a
+// stale event from the slot's previous worker is told apart) and the slot
+// (20 bits: more than any scoreboard has).
+func evWord(kind byte, sl sbSlot) uint32 {
+	return uint32(kind)<<28 | (sl.Epoch()&0xff)<<20 | uint32(sl.Index())&0xfffff
+}
+
+func evParts(w uint32) (kind byte, epoch uint32, slot int) {
+	return byte(w >> 28), (w >> 20) & 0xff, int(w & 0xfffff)
+}
 
 func newWorker(s *Server, o config.Options, cfg *tls.Config, log *logrus.Entry, sb *scoreboard, slot sbSlot, settings any) *worker {
 	w := &worker{
@@ -169,6 +178,11 @@ func (w *worker) acceptLoop(fds []int, raw bool) {
 	w.report(evReady)
 	var served uint64
 	for !w.stop.Load() && !w.s.broken.Load() {
+		if w.slot.retireAsked() {
+			w.slot.setExitWhy(exitWhyAsked)
+			w.log.Debug("waiter: the master asked this worker to end (max_worker_rss): exiting")
+			return
+		}
 		fd, sa, err := acc.accept(w.o.Timeout.D())
 		switch {
 		case err == nil:

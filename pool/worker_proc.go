@@ -65,7 +65,7 @@ func (s *Server) runWorker() {
 	w := newWorker(s, wi.opts, cfg, s.log, sb, slot, settings)
 	w.report = func(ev byte) {
 		var b [4]byte
-		binary.LittleEndian.PutUint32(b[:], evWord(ev, wi.slot))
+		binary.LittleEndian.PutUint32(b[:], evWord(ev, slot))
 		unix.Write(fdEvents, b[:])
 	}
 	s.onBreak(w.stopNow)

@@ -158,7 +158,7 @@ func TestReload(t *testing.T) {
 			1, "", "waiterctl: reload failed: generation 5 not ready within 60s\n", false},
 		// The master will not start one.
 		{"error reply", control.Reply{Error: "a reload is under way"},
-			1, "", "waiterctl: reload refused: a reload is under way\n", false},
+			1, "", "waiterctl: reload: a reload is under way\n", false},
 		{"error reply with its result", control.Reply{Error: "reload failed", Reload: &control.ReloadResult{Generation: 5, Result: "failed", Reason: "OnStart: no database"}},
 			1, "", "waiterctl: reload failed: OnStart: no database\n", false},
 		{"refused without a reason", control.Reply{OK: true, Reload: &control.ReloadResult{Generation: 4, Result: "refused"}},

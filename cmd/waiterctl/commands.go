@@ -33,7 +33,10 @@ func runReload(o *options, args []string) error {
 		if r != nil && r.Result != "" && r.Result != "ok" {
 			return reloadEnded(o, r)
 		}
-		return answeredNo("reload refused: %s", rep.Error)
+		if strings.HasPrefix(rep.Error, "reload") {
+			return answeredNo("%s", rep.Error)
+		}
+		return answeredNo("reload: %s", rep.Error)
 	}
 	if r == nil {
 		return brokeReply(o.socket, "a reload reply without its result")
@@ -91,9 +94,11 @@ func runWorkers(o *options, args []string) error {
 		what, before = "spares", rep.Status.Spares
 	}
 	rep, err = s.do(control.Request{Cmd: control.CmdWorkers, N: n})
-	if err != nil {
+	if err != nil && rep.Workers == nil {
 		return err
 	}
+	// Refused whole, the master answers no, with the result: the same
+	// report as a partial refusal, and exit 1 below.
 	r := rep.Workers
 	if r == nil {
 		return brokeReply(o.socket, "a workers reply without its result")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -86,11 +87,13 @@ func call(c *control.Client, path string, req control.Request, timeout time.Dura
 	if err == nil {
 		return rep, nil
 	}
-	// Do returns the reply it read along with the server's error, whose
-	// Error it fills in when empty; a transport failure comes with the
-	// zero Reply. That is how the two are told apart (control has no
-	// error type for it).
-	if rep.Error != "" {
+	// The master's "no" is a *control.ReplyError; anything else is the
+	// transport's. The master's words usually name the command already.
+	var re *control.ReplyError
+	if errors.As(err, &re) {
+		if strings.HasPrefix(rep.Error, req.Cmd+": ") || strings.HasPrefix(rep.Error, req.Cmd+" ") {
+			return rep, answeredNo("%s", rep.Error)
+		}
 		return rep, answeredNo("%s: %s", req.Cmd, rep.Error)
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -620,20 +620,6 @@ func testRealAcceptQueueOverflow(t *testing.T) {
 	}
 }
 
-// knownBug marks a bug these tests found in code outside this file
-// (waiterctl's other files, pool/, control/), which is not theirs to
-// fix: with WAITER_KNOWN_BUGS=fail the test fails on it; otherwise it is
-// skipped, saying so, so that the suite stays green meanwhile. Once the
-// bug is fixed the test passes and keeps it fixed.
-func knownBug(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("WAITER_KNOWN_BUGS") == "fail" {
-		t.Fatalf("KNOWN BUG: %s", msg)
-	}
-	t.Skipf("KNOWN BUG (WAITER_KNOWN_BUGS=fail makes this a failure): %s", msg)
-}
-
 // asNobody runs waiterctl as uid and gid 65534 (setpriv), from a copy in
 // a 0755 directory.
 type asNobody func(args ...string) result
@@ -734,7 +720,7 @@ func testRealRefusesOtherUID(t *testing.T) {
 		cmd  []string
 		want string
 	}{
-		{[]string{"reload"}, "waiterctl: reload refused: " + refusal + "\n"},
+		{[]string{"reload"}, "waiterctl: reload: " + refusal + "\n"},
 		// workers asks for the status first, for the target before.
 		{[]string{"workers", "+1"}, "waiterctl: status: " + refusal + "\n"},
 	}
@@ -887,7 +873,7 @@ func TestControlListenUmask(t *testing.T) {
 	n := <-listens
 	t.Logf("%d files created beside %d control.Listen calls: %d cut to %v (want %v)", files, n, cut, modes, want)
 	if cut > 0 {
-		knownBug(t, "control.Listen's umask is process-wide: %d of %d files created on another goroutine beside %d Listen calls were %v, not %v", cut, files, n, modes, want)
+		t.Fatalf("control.Listen's umask is process-wide: %d of %d files created on another goroutine beside %d Listen calls were %v, not %v", cut, files, n, modes, want)
 	}
 }
 
@@ -1100,7 +1086,7 @@ func testRealErrorReplyWords(t *testing.T) {
 		t.Errorf("a refused workers +1 changed the target: %+v", st)
 	}
 	if len(wrong) > 0 {
-		knownBug(t, "the real master's error replies in waiterctl's words:\n%s", strings.Join(wrong, "\n"))
+		t.Fatalf("the real master's error replies in waiterctl's words:\n%s", strings.Join(wrong, "\n"))
 	}
 }
 

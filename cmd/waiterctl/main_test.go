@@ -158,6 +158,7 @@ var started = time.Now().Add(-3 * time.Hour).Truncate(time.Second).UTC()
 // a TCP listener with a queue and a unix one without (-1).
 func canned() control.Status {
 	return control.Status{
+		At:         started.Add(3 * time.Hour),
 		PID:        4242,
 		Mode:       "prefork",
 		Started:    started,

@@ -52,6 +52,9 @@ func writeStatus(w io.Writer, st *control.Status, now time.Time) error {
 	kv := func(k, format string, args ...any) {
 		fmt.Fprintf(tw, "%s:\t%s\n", k, fmt.Sprintf(format, args...))
 	}
+	if !st.At.IsZero() {
+		now = st.At // ages as of the master's snapshot, not of this clock
+	}
 	up := "-"
 	if !st.Started.IsZero() {
 		up = fmt.Sprintf("up %s (since %s)", duration(now.Sub(st.Started)), st.Started.Local().Format("2006-01-02 15:04:05 MST"))
@@ -63,7 +66,10 @@ func writeStatus(w io.Writer, st *control.Status, now time.Time) error {
 	kv("clients", "%d served, %d failed", st.Served, st.Failed)
 	kv("reloads", "%s", reloads(st.Reloads))
 	if r := st.LastReload; r != nil {
-		last := fmt.Sprintf("%s, generation %d", r.Result, r.Generation)
+		last := r.Result
+		if r.Generation > 0 {
+			last += fmt.Sprintf(", generation %d", r.Generation)
+		}
 		if !r.At.IsZero() {
 			last += fmt.Sprintf(", %s ago", duration(now.Sub(r.At)))
 		}
