@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,26 @@ type Options struct {
 	// Spares, in forking mode, is how many workers wait ready to be handed
 	// a client, so that no client waits for a process to start.
 	Spares int `yaml:"spares" json:"spares"`
+	// MaxforkWait, in forking mode, is how long the pool may stay full
+	// (maxfork workers busy) while clients wait in the listen backlog;
+	// past it the master accepts them and hands each to on_maxforked
+	// (Net::Waiter's refusal, kept for sustained overload). 0: the default.
+	MaxforkWait Duration `yaml:"maxfork_wait" json:"maxfork_wait"`
+
+	// ProxyProtocol reads a PROXY protocol header (v1 or v2, as HAProxy,
+	// nginx and cloud balancers send) from every client before anything
+	// else; the address it carries is the client's everywhere.
+	ProxyProtocol bool `yaml:"proxy_protocol" json:"proxy_protocol,omitempty"`
+	// ProxyFrom lists the CIDRs (or addresses) allowed to connect and send
+	// the header: a connection from elsewhere is closed. Empty: any source
+	// (every client must send the header).
+	ProxyFrom []string `yaml:"proxy_from" json:"proxy_from,omitempty"`
+	// ProxyTimeout bounds the wait for the header. 0: the default.
+	ProxyTimeout Duration `yaml:"proxy_timeout" json:"proxy_timeout"`
+	// MaxPerSource (0: off) is the most clients one address (after PROXY)
+	// may have served at once across the pool; the next is passed to
+	// on_source_limited and closed.
+	MaxPerSource int `yaml:"max_per_source" json:"max_per_source,omitempty"`
 
 	// Timeout is the accept timeout: on_prefork_child_idle and
 	// on_forking_idle run each time it passes with no client.
@@ -107,7 +128,15 @@ const (
 	DefaultPxIdle          = Duration(31 * time.Second)
 	DefaultGracefulTimeout = Duration(30 * time.Second)
 	DefaultHandshake       = Duration(10 * time.Second)
-	maxTimeout             = Duration(3600 * time.Second)
+	// DefaultMaxforkWait rides out a burst that clients would wait through
+	// (their connect and reply timeouts are commonly 10 to 30 s), and under
+	// sustained overload tells clients "busy" through on_maxforked well
+	// before they time out on their own.
+	DefaultMaxforkWait = Duration(10 * time.Second)
+	// DefaultProxyTimeout: a balancer sends the header with its first
+	// packet; a client that has sent nothing in 5 s is not a balancer.
+	DefaultProxyTimeout = Duration(5 * time.Second)
+	maxTimeout          = Duration(3600 * time.Second)
 )
 
 // Default returns the options Net::Waiter starts from: forking mode on port
@@ -122,6 +151,8 @@ func Default() Options {
 		GracefulTimeout:  DefaultGracefulTimeout,
 		HandshakeTimeout: DefaultHandshake,
 		SSLMinVersion:    "1.2",
+		MaxforkWait:      DefaultMaxforkWait,
+		ProxyTimeout:     DefaultProxyTimeout,
 	}
 }
 
@@ -171,6 +202,12 @@ func (o *Options) Normalize() []string {
 	}
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = DefaultHandshake
+	}
+	if o.MaxforkWait == 0 {
+		o.MaxforkWait = DefaultMaxforkWait
+	}
+	if o.ProxyTimeout == 0 {
+		o.ProxyTimeout = DefaultProxyTimeout
 	}
 	if o.SSLMinVersion == "" {
 		o.SSLMinVersion = "1.2"
@@ -228,6 +265,7 @@ func (o *Options) Validate() error {
 		{"timeout", o.Timeout}, {"px_idle", o.PxIdle}, {"graceful_timeout", o.GracefulTimeout},
 		{"request_timeout", o.RequestTimeout}, {"client_timeout", o.ClientTimeout},
 		{"handshake_timeout", o.HandshakeTimeout}, {"slow_request", o.SlowRequest},
+		{"maxfork_wait", o.MaxforkWait}, {"proxy_timeout", o.ProxyTimeout},
 	} {
 		if d.v < 0 {
 			return bad(d.key, d.v, "must not be negative")
@@ -235,6 +273,17 @@ func (o *Options) Validate() error {
 	}
 	if o.Timeout < Duration(10*time.Millisecond) {
 		return bad("timeout", o.Timeout, "want at least 10ms: the accept timeout paces the idle hooks, and below that they would spin")
+	}
+	if o.MaxPerSource < 0 {
+		return bad("max_per_source", o.MaxPerSource, "want 0 (off) or more")
+	}
+	if len(o.ProxyFrom) > 0 && !o.ProxyProtocol {
+		return bad("proxy_from", strings.Join(o.ProxyFrom, ","), "is set but proxy_protocol is off")
+	}
+	for _, c := range o.ProxyFrom {
+		if _, err := ParseSource(c); err != nil {
+			return bad("proxy_from", c, err.Error())
+		}
 	}
 	if o.Backlog < 0 || o.Backlog > 1<<20 {
 		return bad("backlog", o.Backlog, "want 0 (the kernel's somaxconn) to 1048576")
@@ -297,4 +346,23 @@ func (o *Options) Mode() string {
 		return "prefork"
 	}
 	return "forking"
+}
+
+// ParseSource reads one proxy_from entry: a CIDR (10.0.0.0/8, fd00::/8) or
+// a single address (taken as /32 or /128).
+func ParseSource(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("want a CIDR such as 10.0.0.0/8 or an address")
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("want a CIDR such as 10.0.0.0/8 or an address")
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -58,6 +58,11 @@ type Set struct {
 	// maxfork workers are busy; the client is closed right after (OnClose
 	// runs too).
 	OnMaxforked func(c net.Conn)
+	// OnSourceLimited runs in the serving process when a client's address
+	// (after PROXY) already has max_per_source clients served across the
+	// pool; the client is closed right after (OnClose runs too), and the
+	// others are served. c.RemoteAddr() is the limited address.
+	OnSourceLimited func(c net.Conn)
 	// OnChildStart runs in a worker after its set-up, before it serves. An
 	// error ends the worker before it takes a client; the master backs off
 	// before the next start (100 ms doubling to 5 s), and the error is

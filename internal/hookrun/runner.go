@@ -125,6 +125,15 @@ func (r *Runner) Maxforked(c net.Conn) (err error) {
 	return nil
 }
 
+func (r *Runner) SourceLimited(c net.Conn) (err error) {
+	if r.set.OnSourceLimited == nil {
+		return nil
+	}
+	defer r.guard("on_source_limited", &err)
+	r.set.OnSourceLimited(c)
+	return nil
+}
+
 func (r *Runner) Close(c net.Conn) (err error) {
 	if r.set.OnClose == nil {
 		return nil
