@@ -72,6 +72,11 @@ type Status struct {
 	// Served and Failed count every client since the start.
 	Served uint64 `json:"served"`
 	Failed uint64 `json:"failed"`
+	// Maxforked counts the clients forking mode handed to on_maxforked
+	// (the pool full for longer than maxfork_wait); Queued is how many
+	// accepted clients wait in the master for a worker now.
+	Maxforked uint64 `json:"maxforked"`
+	Queued    int    `json:"queued"`
 	// Reloads by result, and the last one.
 	Reloads    map[string]uint64 `json:"reloads"` // ok, refused, failed
 	LastReload *ReloadResult     `json:"last_reload,omitempty"`

@@ -297,6 +297,7 @@ func (sv *supervisor) statusOf() *control.Status {
 		st.LastReload = &r
 	}
 	st.Served, st.Failed = sv.served, sv.failed
+	st.Maxforked, st.Queued = sv.shed, len(sv.waiting)
 	slots := make([]int, 0, len(sv.kids))
 	for s := range sv.kids {
 		slots = append(slots, s)

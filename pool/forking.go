@@ -12,6 +12,12 @@ import (
 
 // Forking mode: the master accepts, on its own locked thread, and the
 // supervisor hands each client to a spare or starts a worker with it.
+//
+// At maxfork the master stops accepting (pause): clients wait in the
+// kernel's listen backlog, as they do in prefork mode, and are taken as
+// workers finish. Only when the pool has stayed full for maxfork_wait does
+// it accept again and hand each client to on_maxforked (shed), until a
+// worker frees.
 
 type acceptEv struct {
 	fd      int
@@ -28,7 +34,9 @@ type forkAcceptor struct {
 	out     chan acceptEv
 	quit    atomic.Bool
 	timeout atomic.Int64
-	closed  bool // the supervisor's: out was closed and drained
+	paused  atomic.Bool
+	resume  chan struct{} // cap 1: a pause ended, or the stop
+	closed  bool          // the supervisor's: out was closed and drained
 }
 
 func startForkAcceptor(fds []int, timeout time.Duration) (*forkAcceptor, error) {
@@ -36,7 +44,7 @@ func startForkAcceptor(fds []int, timeout time.Duration) (*forkAcceptor, error) 
 	if err != nil {
 		return nil, err
 	}
-	fa := &forkAcceptor{acc: acc, out: make(chan acceptEv, 16)}
+	fa := &forkAcceptor{acc: acc, out: make(chan acceptEv, 16), resume: make(chan struct{}, 1)}
 	fa.timeout.Store(int64(timeout))
 	go fa.loop()
 	return fa, nil
@@ -50,6 +58,10 @@ func (fa *forkAcceptor) loop() {
 	defer close(fa.out)
 	defer fa.acc.close()
 	for !fa.quit.Load() {
+		if fa.paused.Load() {
+			<-fa.resume // the pool is full: clients wait in the backlog
+			continue
+		}
 		fd, _, err := fa.acc.accept(time.Duration(fa.timeout.Load()))
 		switch {
 		case err == nil:
@@ -66,8 +78,59 @@ func (fa *forkAcceptor) loop() {
 }
 
 func (fa *forkAcceptor) setTimeout(d time.Duration) { fa.timeout.Store(int64(d)) }
-func (fa *forkAcceptor) stop()                      { fa.quit.Store(true); fa.acc.wake() }
+func (fa *forkAcceptor) stop()                      { fa.quit.Store(true); fa.acc.wake(); fa.kick() }
 func (fa *forkAcceptor) finished()                  { fa.closed = true }
+
+// setPaused stops or resumes accepting. A pause ends a wait in accept at
+// once (the wake pipe); a client it had already taken still comes.
+func (fa *forkAcceptor) setPaused(p bool) {
+	if fa.paused.Swap(p) == p {
+		return
+	}
+	if p {
+		fa.acc.wake()
+	} else {
+		fa.kick()
+	}
+}
+
+func (fa *forkAcceptor) kick() {
+	select {
+	case fa.resume <- struct{}{}:
+	default:
+	}
+}
+
+// maxQueued bounds the clients the master holds at maxfork: those the
+// accept loop took before its pause (its channel's 16 and one in hand) and
+// slack. Past it a client is shed at once, a bound and not a path.
+const maxQueued = 64
+
+// pace pauses the accept loop while the pool is full and resumes it when a
+// worker frees, or when the pool has been full for maxfork_wait (to shed).
+func (sv *supervisor) pace(now time.Time) {
+	if sv.mode != modeForking {
+		return
+	}
+	full := !sv.stopping && sv.census().serving+len(sv.waiting) >= sv.cur.opts.o.Maxfork
+	switch {
+	case !full:
+		if sv.shedding {
+			sv.log.Infof("waiter: a worker is free again: queueing clients at maxfork, no more shedding")
+		}
+		sv.fullSince, sv.shedding = time.Time{}, false
+	case sv.fullSince.IsZero():
+		sv.fullSince = now
+	case !sv.shedding && now.Sub(sv.fullSince) >= sv.cur.opts.o.MaxforkWait.D():
+		sv.shedding = true
+		sv.log.Warnf("waiter: maxfork (%d) workers busy for %s (maxfork_wait): handing new clients to on_maxforked until one frees",
+			sv.cur.opts.o.Maxfork, sv.cur.opts.o.MaxforkWait)
+	}
+	sv.accPaused = full && !sv.shedding
+	if sv.acc != nil {
+		sv.acc.setPaused(sv.accPaused)
+	}
+}
 
 // accepted hands a forking-mode client to a spare, or to a new worker, or
 // refuses it at maxfork (on_maxforked, on_close).
@@ -91,7 +154,7 @@ func (sv *supervisor) accepted(a acceptEv) {
 			sv.s.accepted(c)
 		}
 	}
-	if sv.census().serving+len(sv.waiting) < sv.cur.opts.o.Maxfork {
+	if sv.census().serving+len(sv.waiting) < sv.cur.opts.o.Maxfork || (!sv.shedding && len(sv.waiting) < maxQueued) {
 		if c != nil {
 			c.Close() // the master's view only; the worker has its own fd
 		}
@@ -102,13 +165,15 @@ func (sv *supervisor) accepted(a acceptEv) {
 			sv.addOneshot(a)
 			return
 		}
-		// Below maxfork but every start slot is taken (a burst): the
-		// client waits here for one (startWaiting), not refused.
+		// Every start slot is taken (a burst), or the pool is full and
+		// this client was accepted before the pause: it waits here
+		// (startWaiting), not refused.
 		sv.waiting = append(sv.waiting, a)
 		return
 	}
+	sv.shed++
 	if ok, held := sv.warn.allow("maxfork"); ok {
-		msg := fmt.Sprintf("waiter: maxfork (%d) workers busy: refusing a client", sv.cur.opts.o.Maxfork)
+		msg := fmt.Sprintf("waiter: maxfork (%d) workers busy for over %s: refusing a client (on_maxforked)", sv.cur.opts.o.Maxfork, sv.cur.opts.o.MaxforkWait)
 		if held > 0 {
 			msg += fmt.Sprintf(" (and %d more since the last line)", held)
 		}
@@ -128,9 +193,13 @@ func (sv *supervisor) accepted(a acceptEv) {
 // slot, as room allows; at a stop they are closed.
 func (sv *supervisor) startWaiting() {
 	for len(sv.waiting) > 0 {
+		c := sv.census()
 		if sv.stopping {
 			unix.Close(sv.waiting[0].fd)
-		} else if sv.room(sv.census()) > 0 {
+		} else if c.serving >= sv.cur.opts.o.Maxfork {
+			return // the pool is full: it waits for a worker to finish
+		} else if sv.handToSpare(sv.waiting[0]) {
+		} else if sv.room(c) > 0 {
 			sv.addOneshot(sv.waiting[0])
 		} else {
 			return

@@ -1,10 +1,12 @@
 package pool_test
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,7 +72,7 @@ func TestForkingHookOrder(t *testing.T) {
 }
 
 func TestForkingMaxforked(t *testing.T) {
-	p := start(t, forking(1, 2, nil))
+	p := start(t, forking(1, 2, func(o *config.Options) { o.MaxforkWait = config.Duration(100 * time.Millisecond) }))
 	hold(t, p.addr)
 	hold(t, p.addr)
 	if s := mustTalk(t, p.addr, "hello"); s != "busy, try later\n" {
@@ -191,5 +193,94 @@ func TestForkingReloadUnderLoadFailsNothing(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "no zombie, the spares back", func() bool {
 		return zombies(p.pid()) == 0 && len(children(p.pid())) == 2
+	})
+}
+
+// A burst past maxfork waits in the backlog and is served, as in prefork
+// mode: 64 clients that connect, ask and read to EOF, again and again for
+// 5 s, against maxfork 32. (The old master accepted them all and closed
+// nine in ten through on_maxforked.)
+func TestForkingQueuesAtMaxfork(t *testing.T) {
+	for _, spares := range []int{0, 4} {
+		t.Run(fmt.Sprintf("spares=%d", spares), func(t *testing.T) {
+			p := start(t, forking(spares, 32, nil))
+			talkRetry(t, p.addr, "hello")
+			var mu sync.Mutex
+			ok, unanswered := 0, map[string]int{}
+			stop := time.Now().Add(5 * time.Second)
+			var wg sync.WaitGroup
+			for i := 0; i < 64; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(stop) {
+						// A patient client: under the race detector a
+						// worker takes ~100 ms of CPU to start, and 64
+						// clients queue for 32 of them on 2 CPUs.
+						s, err := talkWithin(p.addr, "hello", 60*time.Second)
+						mu.Lock()
+						switch {
+						case err != nil:
+							unanswered[err.Error()]++
+						case s != "hello world\n":
+							unanswered[fmt.Sprintf("reply %q", s)]++
+						default:
+							ok++
+						}
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			bad := 0
+			for _, n := range unanswered {
+				bad += n
+			}
+			t.Logf("spares %d: %d served, %d unanswered %v, on_maxforked %d", spares, ok, bad, unanswered, p.count("on_maxforked"))
+			if total := ok + bad; ok == 0 || float64(bad) > 0.01*float64(total) {
+				t.Fatalf("want at most 1%% of %d clients unanswered, have %d: %v", total, bad, unanswered)
+			}
+			if n := p.count("on_maxforked"); n != 0 {
+				t.Fatalf("on_maxforked ran %d times in a 5 s burst (maxfork_wait is %s)", n, config.DefaultMaxforkWait)
+			}
+		})
+	}
+}
+
+// Sustained overload: once the pool has been full for maxfork_wait, the
+// master takes waiting clients and hands them to on_maxforked, until a
+// worker frees.
+func TestForkingShedsAfterMaxforkWait(t *testing.T) {
+	wait := 600 * time.Millisecond
+	p := start(t, forking(0, 2, func(o *config.Options) { o.MaxforkWait = config.Duration(wait) }))
+	a, b := hold(t, p.addr), hold(t, p.addr)
+	full := time.Now()
+	type res struct {
+		s   string
+		err error
+		at  time.Duration
+	}
+	got := make(chan res, 1)
+	go func() {
+		s, err := talk(p.addr, "hello")
+		got <- res{s, err, time.Since(full)}
+	}()
+	time.Sleep(wait / 2)
+	if n := p.count("on_maxforked"); n != 0 {
+		t.Fatalf("on_maxforked after %s of a full pool (maxfork_wait %s)", wait/2, wait)
+	}
+	r := <-got
+	t.Logf("the third client: %q %v after %s", r.s, r.err, r.at.Round(time.Millisecond))
+	if r.err != nil || r.s != "busy, try later\n" || r.at < wait-200*time.Millisecond {
+		t.Fatalf("want on_maxforked's reply after maxfork_wait (%s), have %q %v after %s", wait, r.s, r.err, r.at)
+	}
+	if !strings.Contains(p.stderr.String(), "(maxfork_wait): handing new clients to on_maxforked") {
+		t.Fatalf("the shedding is not logged:\n%s", p.stderr.String())
+	}
+	a.Close()
+	b.Close()
+	eventually(t, 10*time.Second, "a client served once workers freed", func() bool {
+		s, err := talk(p.addr, "hello")
+		return err == nil && s == "hello world\n"
 	})
 }

@@ -101,7 +101,11 @@ type supervisor struct {
 	// connectedStarted: Accept=yes started its one worker.
 	connectedStarted bool
 	acc              *forkAcceptor
-	waiting          []acceptEv // forking: accepted clients waiting for a start slot (fewer than maxfork)
+	waiting          []acceptEv // forking: accepted clients waiting for a start slot or, at maxfork, a worker (maxQueued at most)
+	fullSince        time.Time  // forking: since when maxfork workers have been busy
+	shedding         bool       // forking: full for maxfork_wait: clients go to on_maxforked
+	accPaused        bool       // forking: the accept loop is paused (the pool is full)
+	shed             uint64     // forking: clients handed to on_maxforked
 	shutdown         func()     // refuses new clients on self-bound listeners at a stop
 
 	served, failed uint64    // by kids already reaped
@@ -247,6 +251,7 @@ func (sv *supervisor) run(ev *events) error {
 			sv.tick()
 		}
 		sv.startWaiting()
+		sv.pace(sv.env.now())
 		sv.maintain()
 		sv.checkReady()
 		// One timer at most for a growth that waits for growAfter: under

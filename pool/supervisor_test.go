@@ -252,8 +252,8 @@ func (w *fakeWorld) reportReady() bool {
 
 func (w *fakeWorld) clientArrives() bool {
 	if w.sv.mode == modeForking {
-		if w.sv.stopping {
-			return false
+		if w.sv.stopping || w.sv.accPaused {
+			return false // a paused accept loop leaves clients in the backlog
 		}
 		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -356,6 +356,7 @@ func (w *fakeWorld) tick(d time.Duration) {
 // after is what the loop does after every event.
 func (w *fakeWorld) after(what string) {
 	w.sv.startWaiting()
+	w.sv.pace(w.now)
 	w.sv.maintain()
 	w.sv.checkReady()
 	if !w.sv.growAt.IsZero() && !w.now.Before(w.sv.growAt) {
