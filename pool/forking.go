@@ -149,7 +149,9 @@ func (sv *supervisor) accepted(a acceptEv) {
 		return
 	}
 	var c net.Conn
-	if sv.s.hk.HasAcceptOK() {
+	// With PROXY, the client's address is known only once its worker read
+	// the header: on_accept_ok runs there.
+	if sv.s.hk.HasAcceptOK() && !sv.cur.opts.o.ProxyProtocol {
 		if c = viewConn(fd); c != nil {
 			sv.s.accepted(c)
 		}

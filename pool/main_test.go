@@ -129,7 +129,11 @@ func scenarioServer() *pool.Server {
 			}
 		},
 		OnAcceptError:      func(err error) { record("on_accept_error", strings.ReplaceAll(err.Error(), " ", "_")) },
-		OnAcceptOK:         func(c net.Conn) { record("on_accept_ok") },
+		OnAcceptOK:         func(c net.Conn) { record("on_accept_ok", c.RemoteAddr()) },
+		OnSourceLimited: func(c net.Conn) {
+			record("on_source_limited", c.RemoteAddr())
+			io.WriteString(c, "too many from you\n")
+		},
 		OnForkOK:           func(pid int) { record("on_fork_ok", pid) },
 		OnPreforkChildIdle: func() { record("on_prefork_child_idle") },
 		OnForkingIdle:      func() { record("on_forking_idle") },
@@ -200,6 +204,11 @@ func scenarioServer() *pool.Server {
 		case "hello":
 			_, err := io.WriteString(c, "hello world\n")
 			return err
+		case "peer":
+			fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+		case "fail":
+			fmt.Fprintf(c, "failing\n")
+			return fmt.Errorf("scenario: a failure for %s", c.RemoteAddr())
 		case "pid":
 			fmt.Fprintf(c, "%d\n", os.Getpid())
 		case "isworker":

@@ -54,6 +54,7 @@ const (
 	hdrWarnAt     = 32 // int64 x 2: when a worker last logged a client warning of kind 0, 1
 	hdrWarnHeld   = 48 // uint64 x 2: client warnings of kind 0, 1 held back since
 	hdrListeners  = 64 // uint32: how many listener lines follow the header's first two
+	hdrWarnAt2    = 72 // int64, uint64 pairs: the warnings of kinds 2 (PROXY) and 3 (max_per_source)
 	hdrFirstLine  = 2 * cacheLine
 	lnServed      = 0 // per listener line: uint64 clients served
 	lnFailed      = 8 // uint64 of which failed
@@ -465,13 +466,35 @@ func (sb *scoreboard) idleCount() int { return int(sb.i32(hdrIdle).Load()) }
 // process, so that forking mode, a process per client, does not log one
 // line per junk client. It returns whether to log and how many were held.
 func (sb *scoreboard) allowWarn(kind int, now int64) (bool, uint64) {
-	at := sb.i64(hdrWarnAt + 8*kind)
+	atOff, heldOff := hdrWarnAt+8*kind, hdrWarnHeld+8*kind
+	if kind >= 2 {
+		atOff = hdrWarnAt2 + 16*(kind-2)
+		heldOff = atOff + 8
+	}
+	at := sb.i64(atOff)
 	last := at.Load()
 	if now-last >= int64(time.Second) && at.CompareAndSwap(last, now) {
-		return true, sb.u64(hdrWarnHeld + 8*kind).Swap(0)
+		return true, sb.u64(heldOff).Swap(0)
 	}
-	sb.u64(hdrWarnHeld + 8*kind).Add(1)
+	sb.u64(heldOff).Add(1)
 	return false, 0
+}
+
+// fromSource counts the workers busy with a client from addr, this one
+// included: max_per_source's check, a scan of the slots with no lock. Each
+// worker publishes its peer before it counts, so two that race both see
+// each other: at worst both refuse, never both serve past the limit.
+func (sb *scoreboard) fromSource(addr netip.Addr) int {
+	n := 0
+	for i := 0; i < sb.n; i++ {
+		s := sb.Slot(i)
+		if s.State() == stateBusy {
+			if p := s.Peer(); p.IsValid() && p.Addr() == addr {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // claimStartFailure is true for the first worker of a run of failures.

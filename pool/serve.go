@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/sirupsen/logrus"
 
 	"github.com/waiter-go/waiter/activation"
@@ -81,6 +82,26 @@ func (s *Server) closeClient(c net.Conn) {
 func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 	s := w.s
 	w.slot.setPeer(addrPort(c.RemoteAddr()))
+	if w.o.ProxyProtocol {
+		pc, err := w.proxyHeader(c)
+		if err != nil {
+			w.warnf("proxy", c, "waiter: %v: closed", err)
+			c.Close()
+			return true, true
+		}
+		c = pc
+		w.slot.setPeer(addrPort(c.RemoteAddr())) // the client's, for status and max_per_source
+	}
+	if w.o.MaxPerSource > 0 {
+		if a := addrPort(c.RemoteAddr()); a.IsValid() {
+			if n := w.sb.fromSource(a.Addr()); n > w.o.MaxPerSource {
+				w.warnf("source", c, "waiter: %s has %d clients served (max_per_source %d): closing this one", a.Addr(), n-1, w.o.MaxPerSource)
+				s.hk.SourceLimited(c)
+				s.closeClient(c)
+				return true, true
+			}
+		}
+	}
 	var idle *idleConn
 	if w.o.ClientTimeout > 0 {
 		idle = &idleConn{Conn: c} // under the tls.Conn, so hooks still see a *tls.Conn
@@ -139,8 +160,13 @@ func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 // a flood of bad clients gives a line a second with a count.
 func (w *worker) warnf(kind string, c net.Conn, format string, a ...any) {
 	k := 0
-	if kind == "on_process" {
+	switch kind {
+	case "on_process":
 		k = 1
+	case "proxy":
+		k = 2
+	case "source":
+		k = 3
 	}
 	ok, held := w.sb.allowWarn(k, monotonic())
 	if !ok {
@@ -203,4 +229,35 @@ func tlsFromPEM(o config.Options, p activation.TLSPEM) (*tls.Config, error) {
 	}
 	cfg, _, err := activation.TLSConfigFromPEM(o, p)
 	return cfg, err
+}
+
+// proxyHeader reads the PROXY protocol header (v1 or v2) that a balancer
+// sends before anything else, in the serving process (never the master's
+// accept loop), within proxy_timeout. The returned conn's RemoteAddr is
+// the client's. A connection from a source not in proxy_from, and one
+// without a valid header, are refused.
+func (w *worker) proxyHeader(c net.Conn) (net.Conn, error) {
+	from := addrPort(c.RemoteAddr())
+	if len(w.proxyFrom) > 0 {
+		ok := false
+		for _, p := range w.proxyFrom {
+			if from.IsValid() && p.Contains(from.Addr()) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("PROXY protocol: %s is not in proxy_from", peer(c))
+		}
+	}
+	pc := proxyproto.NewConn(c, proxyproto.SetReadHeaderTimeout(w.o.ProxyTimeout.D()), proxyproto.WithPolicy(proxyproto.REQUIRE))
+	// A zero-length read makes the library read the header now and say
+	// what was wrong with it; the stream itself is untouched.
+	if _, err := pc.Read(nil); err != nil {
+		if errors.Is(err, proxyproto.ErrNoProxyProtocol) {
+			return nil, fmt.Errorf("PROXY protocol: no header from %s within %s (proxy_timeout)", peer(c), w.o.ProxyTimeout)
+		}
+		return nil, fmt.Errorf("PROXY protocol: a bad header from %s: %v", peer(c), err)
+	}
+	return pc, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -40,6 +41,8 @@ type worker struct {
 	acc  atomic.Pointer[acceptor] // set while accepting, so stopNow can wake it
 	conn atomic.Pointer[connBox]  // the client being served, for a forced end
 	sigs chan syscall.Signal      // HUP, USR1, USR2: the on_child_sig_* hooks
+	// proxyFrom is proxy_from, parsed once (Validate checked it).
+	proxyFrom []netip.Prefix
 }
 
 // Messages a worker sends the supervisor: 4 bytes on the event pipe (atomic,
@@ -68,6 +71,11 @@ func newWorker(s *Server, o config.Options, cfg *tls.Config, log *logrus.Entry, 
 		sigs: make(chan syscall.Signal, 8),
 	}
 	w.cctx = context.WithValue(context.WithValue(w.ctx, serverKey{}, s), settingsKey{}, settings)
+	for _, f := range o.ProxyFrom {
+		if p, err := config.ParseSource(f); err == nil {
+			w.proxyFrom = append(w.proxyFrom, p)
+		}
+	}
 	return w
 }
 

@@ -179,7 +179,7 @@ func (w *worker) oneshot(handoff bool) {
 	if !handoff {
 		w.report(evReady) // serving: its start is over (see the start timeout)
 	}
-	_, failed := w.serveFd(fd, nil, false)
+	_, failed := w.serveFd(fd, nil, w.o.ProxyProtocol) // on_accept_ok: the master's, unless PROXY hides the address from it
 	w.slot.setExitWhy(exitWhyClient)
 	w.slot.Done(failed)
 }
