@@ -45,7 +45,7 @@ func workerEnv(base []string, vars map[string]string) []string {
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
-		case strings.HasPrefix(k, "LISTEN_"), k == "NOTIFY_SOCKET", strings.HasPrefix(k, "WATCHDOG_"),
+		case strings.HasPrefix(k, "LISTEN_"), k == "NOTIFY_SOCKET", strings.HasPrefix(k, "WATCHDOG_"), k == "FDSTORE",
 			strings.HasPrefix(k, "WAITER_"):
 			continue
 		}

@@ -500,6 +500,23 @@ func (s *Server) openSockets() (error, error) {
 			return ErrConfig, err
 		}
 	}
+	stored, all := splitStored(all)
+	if len(all) > 0 {
+		s.dropStored(stored, "systemd passes sockets of its own")
+	}
+	if len(all) == 0 && len(stored) > 0 {
+		if storedMatches(stored[0], s.Options.Listen, s.Options.Port) {
+			// Restarted: the previous master's socket, with whatever
+			// clients queued on it meanwhile. Still this process's to
+			// hand on, not to shut down at the stop.
+			stored[0].Name = "listen"
+			s.sockets = stored[:1]
+			s.dropStored(stored[1:], "one listener is kept")
+			s.log.Infof("waiter: serving %s from systemd's fd store", s.sockets[0])
+			return s.checkSockets()
+		}
+		s.dropStored(stored, fmt.Sprintf("the options now ask for %q", s.Options.Listen+portNote(s.Options)))
+	}
 	if len(all) > 0 {
 		picked, err := activation.Pick(all, s.SocketNames...)
 		if err != nil {
@@ -524,8 +541,22 @@ func (s *Server) openSockets() (error, error) {
 			s.log.Infof("waiter: listen backlog %d (net.core.somaxconn %d)", bl.Used, bl.Somaxconn)
 		}
 		s.sockets = []*activation.Socket{sk}
-		s.bound = s.sockets
+		if !s.store(s.sockets) {
+			s.bound = s.sockets // the store keeps no copy: shut it at the stop
+		}
 	}
+	return s.checkSockets()
+}
+
+func portNote(o config.Options) string {
+	if o.Listen != "" {
+		return ""
+	}
+	return fmt.Sprintf("port %d", o.Port)
+}
+
+// checkSockets refuses what cannot be served.
+func (s *Server) checkSockets() (error, error) {
 	if err := activation.CheckNames(s.sockets); err != nil {
 		return ErrConfig, err
 	}
