@@ -1,0 +1,209 @@
+package pool_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/waiter-go/waiter/config"
+)
+
+// fdNotify is a NOTIFY_SOCKET that keeps the fds sent with FDSTORE=1, as
+// systemd's fd store does.
+type fdNotify struct {
+	path string
+	mu   sync.Mutex
+	msgs []string
+	fds  []int
+}
+
+func newFDNotify(t *testing.T) *fdNotify {
+	t.Helper()
+	n := &fdNotify{path: filepath.Join(t.TempDir(), "notify")}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		n.mu.Lock()
+		for _, fd := range n.fds {
+			unix.Close(fd)
+		}
+		n.mu.Unlock()
+	})
+	go func() {
+		buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4*8))
+		for {
+			k, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+			if err != nil {
+				return
+			}
+			var fds []int
+			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+				for _, m := range msgs {
+					if f, err := unix.ParseUnixRights(&m); err == nil {
+						fds = append(fds, f...)
+					}
+				}
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.fds = append(n.fds, fds...)
+			n.mu.Unlock()
+		}
+	}()
+	return n
+}
+
+func (n *fdNotify) stored() (msg string, fds []int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.msgs {
+		if strings.Contains(m, "FDSTORE=1") {
+			msg = m
+		}
+	}
+	return msg, append([]int(nil), n.fds...)
+}
+
+// A self-bound socket survives a restart in the fd store: the next master
+// takes it from LISTEN_FDS, and clients that came meanwhile wait in its
+// backlog; none is refused.
+func TestFDStoreKeepsTheSelfBoundSocketAcrossARestart(t *testing.T) {
+	addr := freeAddr(t)
+	ns := newFDNotify(t)
+	o := prefork(2, 4, func(o *config.Options) { o.Listen = addr })
+	p1 := startWith(t, o, nil, "NOTIFY_SOCKET="+ns.path, "FDSTORE=4")
+	talkRetry(t, addr, "hello")
+	var msg string
+	var fds []int
+	eventually(t, 5*time.Second, "FDSTORE=1 with the listener", func() bool {
+		msg, fds = ns.stored()
+		return msg != "" && len(fds) == 1
+	})
+	if !strings.Contains(msg, "FDNAME=waiter-bound") {
+		t.Fatalf("the store message: %q", msg)
+	}
+	if sa, err := unix.Getsockname(fds[0]); err != nil || sa.(*unix.SockaddrInet4).Port != addrPortOf(t, addr) {
+		t.Fatalf("the stored fd is not the listener on %s: %v %v", addr, sa, err)
+	}
+	// Steady load through two restarts.
+	var served, refused, other atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s, err := talkWithin(addr, "hello", 20*time.Second)
+				switch {
+				case err == nil && s == "hello world\n":
+					served.Add(1)
+				case errors.Is(err, syscall.ECONNREFUSED):
+					refused.Add(1)
+				default:
+					other.Add(1)
+				}
+			}
+		}()
+	}
+	prev := p1
+	for round := 0; round < 2; round++ {
+		time.Sleep(300 * time.Millisecond)
+		prev.signal(syscall.SIGTERM)
+		if code := prev.wait(20 * time.Second); code != 0 {
+			t.Fatalf("round %d: exit %d", round, code)
+		}
+		time.Sleep(300 * time.Millisecond) // no master: clients queue in the stored socket
+		prev = restartFromStore(t, o, ns, fds[0])
+		eventually(t, 10*time.Second, "the next master serving the stored socket", func() bool {
+			return strings.Contains(prev.stderr.String(), "from systemd's fd store")
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("two restarts under load: %d served, %d refused, %d other failures", served.Load(), refused.Load(), other.Load())
+	if refused.Load() != 0 || other.Load() != 0 || served.Load() == 0 {
+		t.Fatalf("want every client served across the restarts: %d served, %d refused, %d failed", served.Load(), refused.Load(), other.Load())
+	}
+	if strings.Contains(prev.stderr.String(), "FDSTORE") || strings.Contains(prev.stderr.String(), "listen backlog") {
+		t.Fatalf("the restarted master bound or stored again:\n%s", prev.stderr.String())
+	}
+}
+
+// restartFromStore starts a master as systemd would after a restart: the
+// stored fd as fd 3, named waiter-bound, with LISTEN_PID its own pid (a
+// shell that sets it and execs).
+func restartFromStore(t *testing.T, o config.Options, ns *fdNotify, fd int) *proc {
+	t.Helper()
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(d), "stored")
+	defer f.Close()
+	p := newProc(t)
+	p.cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run='^$'`, os.Args[0])
+	p.cmd.Env = append(os.Environ(), p.scenarioEnv(o)...)
+	p.cmd.Env = append(p.cmd.Env, "NOTIFY_SOCKET="+ns.path, "FDSTORE=4", "LISTEN_FDS=1", "LISTEN_FDNAMES=waiter-bound")
+	p.cmd.ExtraFiles = []*os.File{f}
+	p.launch()
+	return p
+}
+
+func addrPortOf(t *testing.T, addr string) int {
+	a, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Port
+}
+
+// A stored socket for another address is dropped (FDSTOREREMOVE=1) and the
+// configured one bound.
+func TestFDStoreDropsAStaleSocket(t *testing.T) {
+	old := freeAddr(t)
+	ln, err := net.Listen("tcp", old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	lf, _ := ln.(*net.TCPListener).File()
+	defer lf.Close()
+	ns := newFDNotify(t)
+	addr := freeAddr(t)
+	o := prefork(1, 1, func(o *config.Options) { o.Listen = addr })
+	p := restartFromStore(t, o, ns, int(lf.Fd()))
+	talkRetry(t, addr, "hello")
+	eventually(t, 5*time.Second, "FDSTOREREMOVE=1 for the old socket", func() bool {
+		ns.mu.Lock()
+		defer ns.mu.Unlock()
+		for _, m := range ns.msgs {
+			if strings.Contains(m, "FDSTOREREMOVE=1") && strings.Contains(m, "FDNAME=waiter-bound") {
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(p.stderr.String(), "not serving") {
+		t.Fatalf("the drop is not logged:\n%s", p.stderr.String())
+	}
+}
