@@ -140,6 +140,28 @@ func (d Directive) checkRuntime(name string, noAccept bool) error {
 	return nil
 }
 
+// checkNoSocket refuses, for a NoSocket service, a [Socket] directive
+// (there is no socket unit) and what would set the fd store apart from the
+// generator's: FileDescriptorStoreMax= and $FDSTORE must agree, or the
+// master hands systemd a socket that it drops, or keeps none.
+func (d Directive) checkNoSocket() error {
+	bad := func(reason string) error { return directiveError(d.Section, d.String(), reason) }
+	switch {
+	case d.Section == "Socket":
+		return bad("no socket unit to put it in (NoSocket, -no-socket: the daemon binds its own)")
+	case d.Section != "Service":
+	case d.Key == "FileDescriptorStoreMax":
+		return bad(fmt.Sprintf("the generator writes FileDescriptorStoreMax=%d with Environment=FDSTORE=%d for NoSocket (-no-socket): the two must agree", FDStoreMax, FDStoreMax))
+	case d.Key == "Environment":
+		for _, f := range strings.Fields(d.Value) {
+			if strings.HasPrefix(strings.TrimLeft(f, `"'`), "FDSTORE=") {
+				return bad(fmt.Sprintf("the generator sets FDSTORE=%d with FileDescriptorStoreMax=%d for NoSocket (-no-socket): the two must agree", FDStoreMax, FDStoreMax))
+			}
+		}
+	}
+	return nil
+}
+
 // checkKey returns why key is no setting name, or "".
 func checkKey(key string) string {
 	switch {

@@ -105,8 +105,17 @@ func (d data) vars() map[string]string {
 		"Margin": d.Margin, "Stop": d.Stop, "Watchdog": d.Watchdog,
 		"Start": d.Start, "ReloadTimeout": d.ReloadTimeout, "Control": d.Control,
 		"Waiterctl": d.Waiterctl, "NoWaiterctl": d.NoWaiterctl,
+		"Socket": d.Socket, "NoSocket": yes(d.NoSocket), "Listen": d.Listen, "FDStoreMax": fmt.Sprint(FDStoreMax),
 		"UnitExtra": d.UnitExtra, "ServiceExtra": d.ServiceExtra, "SocketExtra": d.SocketExtra,
 	}
+}
+
+// yes is a bool for {{if}}: "yes" or "".
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return ""
 }
 
 // charset matches a string whose first byte is in first and the rest in

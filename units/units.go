@@ -5,7 +5,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"net"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +35,13 @@ const (
 	// waiting for a reload (its -timeout): it then exits 1 with its reason,
 	// rather than being killed by systemd with none.
 	ReloadMargin = 5 * time.Second
+	// FDStoreMax is FileDescriptorStoreMax= of a NoSocket service, and the
+	// $FDSTORE it sets for systemd 252: the master keeps its one listening
+	// socket there; the rest is room for a daemon that binds more.
+	FDStoreMax = 4
+	// DefaultHost is the address a NoSocket service binds: the daemon's
+	// own default without -listen.
+	DefaultHost = "127.0.0.1"
 )
 
 // ControlSocket is where the master of NAME.service listens for waiterctl:
@@ -79,6 +88,17 @@ type Params struct {
 	// NAME-accept@.service): only NAME.socket and NAME.service are written,
 	// and AcceptPort must be 0.
 	NoAccept bool
+	// NoSocket writes NAME.service alone, for a daemon that binds its own
+	// socket: no NAME.socket and no Accept=yes pair (AcceptPort must be
+	// 0), ExecStart= passes -listen HOST:PORT, and the master keeps the
+	// socket in systemd's file descriptor store (FileDescriptorStoreMax=,
+	// and Environment=FDSTORE= for systemd 252, see FDStoreMax), so that a
+	// restart refuses no client.
+	NoSocket bool
+	// Host is the IP address a NoSocket service binds; "" means
+	// DefaultHost. "::" is every address, IPv6 and IPv4. Without NoSocket
+	// it must be "": NAME.socket listens on every address.
+	Host string
 	// Directives are the daemon's own settings, added to the units' sections
 	// (see Directive), in this order: StateDirectory= for a daemon that
 	// keeps files, Environment=, LimitNOFILE= ...
@@ -136,11 +156,15 @@ func FileNames(name string) []string {
 
 // Files returns the names of the files Generate writes for p, in the order
 // a reader wants them: each service is followed by its drop-ins
-// (NAME.service.d/FILE.conf, sorted as systemd reads them), and the
-// Accept=yes pair is left out with NoAccept.
+// (NAME.service.d/FILE.conf, sorted as systemd reads them), the
+// Accept=yes pair is left out with NoAccept, and NoSocket leaves
+// NAME.service alone.
 func (p Params) Files() []string {
 	units := FileNames(p.Name)
-	if p.NoAccept {
+	switch {
+	case p.NoSocket:
+		units = units[1:2]
+	case p.NoAccept:
 		units = units[:2]
 	}
 	var names []string
@@ -163,7 +187,7 @@ var templateOf = map[string]string{
 
 // Generate returns the unit files for p by file name (see Params.Files):
 // NAME.socket, NAME.service and, unless NoAccept, NAME-accept.socket and
-// NAME-accept@.service, then each drop-in under each service's NAME.d/,
+// NAME-accept@.service (with NoSocket, NAME.service only), then each drop-in under each service's NAME.d/,
 // after filling in defaults and validating p. The error is a *ParamError.
 func Generate(p Params) (map[string][]byte, error) {
 	d, err := p.resolve()
@@ -211,6 +235,9 @@ type data struct {
 	// Control is the control socket's path; NoWaiterctl is "yes" when
 	// Waiterctl is "" (the templates have no {{else}}).
 	Control, NoWaiterctl string
+	// Socket is "yes" unless NoSocket; Listen is what a NoSocket service
+	// binds (-listen), HOST:PORT.
+	Socket, Listen string
 	// The Directives of each section, as lines ("" for none).
 	UnitExtra, ServiceExtra, SocketExtra string
 }
@@ -239,6 +266,21 @@ func (p Params) resolve() (data, error) {
 	}
 	if p.Port < 1 || p.Port > 65535 {
 		return bad("Port", p.Port, "want a port number from 1 to 65535")
+	}
+	if p.NoSocket {
+		if p.AcceptPort != 0 {
+			return bad("AcceptPort", p.AcceptPort, "no Accept=yes pair to listen on it (NoSocket, -no-socket, writes NAME.service alone)")
+		}
+		p.NoAccept = true
+		if p.Host == "" {
+			p.Host = DefaultHost
+		}
+		// An address, not a name: the daemon resolves none at start.
+		if ip := net.ParseIP(p.Host); ip == nil || strings.Contains(p.Host, "%") {
+			return bad("Host", p.Host, "want an IP address, e.g. 127.0.0.1, 0.0.0.0 or :: (no name, no zone)")
+		}
+	} else if p.Host != "" {
+		return bad("Host", p.Host, "NAME.socket listens on every address: Host is for NoSocket (-no-socket)")
 	}
 	if p.NoAccept {
 		if p.AcceptPort != 0 {
@@ -307,6 +349,11 @@ func (p Params) resolve() (data, error) {
 		Start:         span(p.StartTimeout),
 		ReloadTimeout: span(p.StartTimeout - ReloadMargin),
 		Control:       ControlSocket(p.Name),
+		Socket:        "yes",
+	}
+	if p.NoSocket {
+		d.Socket = ""
+		d.Listen = net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
 	}
 	if p.Waiterctl == "" {
 		d.NoWaiterctl = "yes"
@@ -326,6 +373,11 @@ func (p Params) resolve() (data, error) {
 		}
 		if err := di.checkRuntime(p.Name, p.NoAccept); err != nil {
 			return data{}, err
+		}
+		if p.NoSocket {
+			if err := di.checkNoSocket(); err != nil {
+				return data{}, err
+			}
 		}
 	}
 	d.UnitExtra = extra(p.Directives, "Unit", "unit")

@@ -96,6 +96,13 @@ var goldenCases = map[string]Params{
 		Name: "solo", Port: 65535, NoAccept: true, Watchdog: -1, StartTimeout: 2 * time.Minute,
 		Directives: []Directive{{"Service", "LogsDirectory", "solo"}, {"Service", "RuntimeDirectory", "solo"}},
 	},
+	// NAME.service alone, binding every address itself, its socket kept in
+	// systemd's fd store; with waiterctl, and a [Unit] directive of its own.
+	"nosocket": {
+		Name: "edge", Port: 7400, NoSocket: true, Host: "::", Description: "edge, binds its own socket",
+		GracefulTimeout: 20 * time.Second, Waiterctl: "/usr/bin/waiterctl",
+		Directives: []Directive{{"Unit", "After", "network.target"}},
+	},
 }
 
 // TestGoldenCases keeps testdata/NAME/ exactly what Generate writes for
@@ -253,6 +260,15 @@ func TestGenerateDefaults(t *testing.T) {
 	} {
 		if !hasLine(files[c.file], c.line) {
 			t.Errorf("%s: no line %q in:\n%s", c.file, c.line, files[c.file])
+		}
+	}
+	// Socket activated: the service binds nothing and keeps no fd store
+	// (see README.md: it Requires its socket).
+	for _, f := range []string{"myd.service", "myd-accept@.service"} {
+		for _, l := range unitLines(files[f]) {
+			if strings.HasPrefix(l, "FileDescriptorStoreMax=") || strings.Contains(l, "FDSTORE") || strings.Contains(l, "-listen") {
+				t.Errorf("%s: want no fd store or -listen, have %q", f, l)
+			}
 		}
 	}
 	// An Accept=yes instance has no control socket, and must not remove the
@@ -425,6 +441,25 @@ func TestGenerateInvalid(t *testing.T) {
 			p.Directives = []Directive{{"Service", "RuntimeDirectory", "myd:myd-link"}}
 		}), "Directives"},
 		{"accept port without accept pair", with(func(p *Params) { p.NoAccept, p.AcceptPort = true, 7001 }), "AcceptPort"},
+		// NoSocket writes NAME.service alone.
+		{"accept port without a socket", with(func(p *Params) { p.NoSocket, p.AcceptPort = true, 7001 }), "AcceptPort"},
+		// NAME.socket listens on every address: a host would be ignored.
+		{"host with the socket", with(func(p *Params) { p.Host = "127.0.0.1" }), "Host"},
+		// The daemon resolves no name at start.
+		{"host name", with(func(p *Params) { p.NoSocket, p.Host = true, "localhost" }), "Host"},
+		{"host with a port", with(func(p *Params) { p.NoSocket, p.Host = true, "127.0.0.1:80" }), "Host"},
+		{"host with a zone", with(func(p *Params) { p.NoSocket, p.Host = true, "fe80::1%eth0" }), "Host"},
+		{"host in brackets", with(func(p *Params) { p.NoSocket, p.Host = true, "[::1]" }), "Host"},
+		{"socket directive without a socket", with(func(p *Params) {
+			p.NoSocket, p.Directives = true, []Directive{{"Socket", "KeepAlive", "yes"}}
+		}), "Directives"},
+		// The store's size and $FDSTORE must agree: the generator sets both.
+		{"fd store size without a socket", with(func(p *Params) {
+			p.NoSocket, p.Directives = true, []Directive{{"Service", "FileDescriptorStoreMax", "16"}}
+		}), "Directives"},
+		{"FDSTORE without a socket", with(func(p *Params) {
+			p.NoSocket, p.Directives = true, []Directive{{"Service", "Environment", "A=1 \"FDSTORE=0\""}}
+		}), "Directives"},
 		{"directive in no section", with(func(p *Params) { p.Directives = []Directive{{"", "StateDirectory", "x"}} }), "Directives"},
 		{"directive with a newline", with(func(p *Params) { p.Directives = []Directive{{"Service", "Environment", "A=1\nUser=root"}} }), "Directives"},
 		{"directive the generator owns", with(func(p *Params) { p.Directives = []Directive{{"Service", "ExecStart", "/bin/sh"}} }), "Directives"},
@@ -747,6 +782,114 @@ func TestGenerateNoAccept(t *testing.T) {
 	}
 	if d, err := p.WithDefaults(); err != nil || d.AcceptPort != 0 {
 		t.Errorf("NoAccept: want AcceptPort 0 after defaults, have %d (%v)", d.AcceptPort, err)
+	}
+}
+
+// TestGenerateNoSocket: NAME.service alone, which binds HOST:PORT itself
+// and keeps the socket in the fd store, and is otherwise the
+// socket-activated service: the same reload, runtime directory, watchdog,
+// stop and sandbox.
+func TestGenerateNoSocket(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		p      Params
+		listen string
+	}{
+		{"default host", Params{Name: "myd", Port: 7000, NoSocket: true, Waiterctl: "/usr/bin/waiterctl"}, "127.0.0.1:7000"},
+		// -accept=false as well changes nothing.
+		{"every address", Params{Name: "myd", Port: 7000, NoSocket: true, NoAccept: true, Host: "::", Waiterctl: "/usr/bin/waiterctl"}, "[::]:7000"},
+		{"IPv4", Params{Name: "myd", Port: 7000, NoSocket: true, Host: "0.0.0.0", Waiterctl: "/usr/bin/waiterctl"}, "0.0.0.0:7000"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			files, err := Generate(c.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if have := sortedNames(files); have != "[myd.service]" {
+				t.Fatalf("want myd.service alone, have %s", have)
+			}
+			if have := fmt.Sprint(c.p.Files()); have != "[myd.service]" {
+				t.Errorf("Files(): %s", have)
+			}
+			b := files["myd.service"]
+			for _, l := range []string{
+				"ExecStart=/usr/bin/myd -config /etc/myd/myd.yaml -listen " + c.listen,
+				fmt.Sprintf("FileDescriptorStoreMax=%d", FDStoreMax),
+				// systemd 252 does not pass $FDSTORE: the unit does.
+				fmt.Sprintf("Environment=FDSTORE=%d", FDStoreMax),
+				"ExecReload=/usr/bin/waiterctl -s /run/myd/control -timeout 85s reload",
+				"RuntimeDirectory=myd",
+				"WatchdogSec=10s",
+				"WantedBy=multi-user.target",
+			} {
+				if sectionOf(b, l) == "" {
+					t.Errorf("no line %q in:\n%s", l, b)
+				}
+			}
+			// The same as the socket-activated service but for the socket
+			// and the store.
+			p := c.p
+			p.NoSocket, p.Host = false, ""
+			sock, err := Generate(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var have, want []string
+			for _, l := range unitLines(b) {
+				switch {
+				case strings.HasPrefix(l, "ExecStart="):
+					l = strings.TrimSuffix(l, " -listen "+c.listen)
+				case strings.HasPrefix(l, "FileDescriptorStoreMax="), strings.HasPrefix(l, "Environment=FDSTORE="):
+					continue
+				}
+				have = append(have, l)
+			}
+			for _, l := range unitLines(sock["myd.service"]) {
+				switch {
+				case l == "Requires=myd.socket", l == "After=myd.socket", l == "Also=myd.socket",
+					// The socket's start limit: its queued clients would
+					// trip systemd's. Without a socket the default holds.
+					l == "StartLimitIntervalSec=0":
+					continue
+				}
+				want = append(want, l)
+			}
+			if a, b := strings.Join(want, "\n"), strings.Join(have, "\n"); a != b {
+				t.Errorf("more than the socket and the store differ from the socket-activated service:\n%s", lineDiff(a, b))
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "myd.socket") && !strings.HasPrefix(l, "#") {
+					t.Errorf("a line naming myd.socket: %q", l)
+				}
+			}
+			d, err := c.p.WithDefaults()
+			if err != nil || !d.NoAccept || d.AcceptPort != 0 || d.Host == "" {
+				t.Errorf("WithDefaults: NoAccept %v, AcceptPort %d, Host %q (%v): want true, 0 and the host", d.NoAccept, d.AcceptPort, d.Host, err)
+			}
+		})
+	}
+}
+
+// TestGenerateNoSocketDirectives: the services' directives and drop-ins go
+// to NAME.service as usual; a RuntimeDirectory= of NAME is allowed (there
+// are no instances to remove it).
+func TestGenerateNoSocketDirectives(t *testing.T) {
+	p := Params{Name: "myd", Port: 7000, NoSocket: true,
+		Directives: []Directive{{"Service", "RuntimeDirectory", "myd/sub"}, {"Service", "Environment", "A=1"}, {"Unit", "After", "network.target"}},
+		DropIns:    []DropIn{{"x.conf", []byte("[Service]\nLimitNOFILE=4096\n")}}}
+	files, err := Generate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if have := sortedNames(files); have != "[myd.service myd.service.d/x.conf]" {
+		t.Errorf("files: %s", have)
+	}
+	for _, c := range []struct{ line, section string }{
+		{"RuntimeDirectory=myd/sub", "Service"}, {"Environment=A=1", "Service"}, {"After=network.target", "Unit"},
+	} {
+		if s := sectionOf(files["myd.service"], c.line); s != c.section {
+			t.Errorf("want %q in [%s], have [%s]", c.line, c.section, s)
+		}
 	}
 }
 
