@@ -28,7 +28,7 @@ var unitFlags = map[string]string{
 	"Name": "-name", "Port": "-port", "AcceptPort": "-accept-port", "Exec": "-exec",
 	"Config": "-config", "Description": "-description",
 	"GracefulTimeout": "-graceful-timeout", "Watchdog": "-watchdog",
-	"StartTimeout": "-start-timeout", "Waiterctl": "-waiterctl",
+	"StartTimeout": "-start-timeout", "Waiterctl": "-waiterctl", "Host": "-host",
 	"Directives": "-service-directive, -unit-directive or -socket-directive", "DropIns": "-dropin",
 }
 
@@ -41,7 +41,8 @@ var unitFlags = map[string]string{
 // each service's NAME.service.d/, and the -service-directive,
 // -unit-directive and -socket-directive settings into the units; -out -
 // (the default) prints them. With -waiterctl PATH, ExecReload= runs
-// `PATH -s /run/NAME/control reload`.
+// `PATH -s /run/NAME/control reload`. -no-socket writes myd.service alone,
+// which binds -host:PORT itself and keeps the socket in systemd's fd store.
 func unitsMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("waiterd units", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -57,6 +58,8 @@ func unitsMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&p.StartTimeout, "start-timeout", units.DefaultStartTimeout, "TimeoutStartSec=, which bounds a reload too (waiterctl's -timeout is 5s less)")
 	fs.StringVar(&p.Waiterctl, "waiterctl", "", "waiterctl's `path` on the target machine, e.g. /usr/bin/waiterctl: ExecReload= runs `waiterctl reload`, which fails when the master refuses the file (default: NAME -check, then kill -HUP)")
 	accept := fs.Bool("accept", true, "write the Accept=yes pair too (NAME-accept.socket, NAME-accept@.service); -accept=false leaves it out")
+	fs.BoolVar(&p.NoSocket, "no-socket", false, "write NAME.service alone, which binds HOST:PORT itself (-listen) and keeps the socket in systemd's file descriptor store across restarts: no NAME.socket, no Accept=yes pair")
+	fs.StringVar(&p.Host, "host", "", "with -no-socket, the IP address NAME.service binds: 0.0.0.0 or :: for every address (default "+units.DefaultHost+")")
 	for _, d := range []struct{ flag, section, where string }{
 		{"service-directive", "Service", "[Service] of the services, e.g. StateDirectory=NAME"},
 		{"unit-directive", "Unit", "[Unit] of the services, e.g. After=postgresql.service"},
@@ -115,6 +118,12 @@ func unitsMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if p.StartTimeout == 0 {
 		fmt.Fprintln(stderr, "waiterd units: -start-timeout 0: want TimeoutStartSec=, 10s to 1h")
+		return unitsUsage
+	}
+	acceptSet := false
+	fs.Visit(func(f *flag.Flag) { acceptSet = acceptSet || f.Name == "accept" })
+	if p.NoSocket && acceptSet && *accept {
+		fmt.Fprintln(stderr, "waiterd units: -accept with -no-socket: -no-socket writes NAME.service alone, without the Accept=yes pair")
 		return unitsUsage
 	}
 	p.GracefulTimeout = *graceful

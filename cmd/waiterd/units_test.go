@@ -246,6 +246,18 @@ func TestUnitsBadFlags(t *testing.T) {
 			"-start-timeout"},
 		{"the pool's runtime directory on the accept pair", []string{"-name", "myd", "-port", "7000", "-service-directive", "RuntimeDirectory=myd"}, 2,
 			"RuntimeDirectory=myd already (its control socket)"},
+		{"host without -no-socket", []string{"-name", "myd", "-port", "7000", "-host", "127.0.0.1"}, 2,
+			`-host "127.0.0.1": NAME.socket listens on every address`},
+		{"host name", []string{"-name", "myd", "-port", "7000", "-no-socket", "-host", "localhost"}, 2,
+			`-host "localhost": want an IP address`},
+		{"-no-socket with -accept", []string{"-name", "myd", "-port", "7000", "-no-socket", "-accept"}, 2,
+			"-accept with -no-socket"},
+		{"-no-socket with an accept port", []string{"-name", "myd", "-port", "7000", "-no-socket", "-accept-port", "7001"}, 2,
+			`-accept-port "7001": no Accept=yes pair`},
+		{"-no-socket with a socket directive", []string{"-name", "myd", "-port", "7000", "-no-socket", "-socket-directive", "KeepAlive=yes"}, 2,
+			"no socket unit to put it in"},
+		{"-no-socket with FDSTORE", []string{"-name", "myd", "-port", "7000", "-no-socket", "-service-directive", "Environment=FDSTORE=1"}, 2,
+			"the two must agree"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, stdout, stderr := runUnits(c.args...)
@@ -503,5 +515,58 @@ func TestUnitsCheckOwnSettings(t *testing.T) {
 	code, _, stderr = runUnits("-name", "kvd", "-port", "7300", "-exec", "/nonexistent/kvd", "-dropin", bad, "-out", filepath.Join(tmp, "bad"), "-check")
 	if code != 1 || !strings.Contains(stderr, "LimitNOFLIE") {
 		t.Errorf("a bad key in a drop-in: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestUnitsNoSocket: -no-socket writes NAME.service alone, binding -host
+// and -port itself, says that a NAME.socket left in the directory was not
+// written, and -check finds it clean.
+func TestUnitsNoSocket(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runUnits("-name", "myd", "-port", "7000", "-out", dir); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	code, _, stderr := runUnits("-name", "myd", "-port", "7000", "-no-socket", "-host", "::", "-waiterctl", "/usr/bin/waiterctl", "-out", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want, err := units.Generate(units.Params{Name: "myd", Port: 7000, NoSocket: true, Host: "::", Waiterctl: "/usr/bin/waiterctl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 1 {
+		t.Fatalf("want one file from units.Generate, have %d", len(want))
+	}
+	have, err := os.ReadFile(filepath.Join(dir, "myd.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(have, want["myd.service"]) {
+		t.Errorf("myd.service: not what units.Generate writes:\nwant:\n%s\nhave:\n%s", want["myd.service"], have)
+	}
+	if !strings.Contains(string(have), "\nExecStart=/usr/bin/myd -config /etc/myd/myd.yaml -listen [::]:7000\n") {
+		t.Errorf("no ExecStart= with -listen [::]:7000 in:\n%s", have)
+	}
+	if strings.Count(stderr, "wrote ") != 1 {
+		t.Errorf("want one file written, stderr:\n%s", stderr)
+	}
+	// The earlier run's socket units would still be taken by systemd.
+	for _, f := range []string{"myd.socket", "myd-accept.socket", "myd-accept@.service"} {
+		if !strings.Contains(stderr, "warning: "+filepath.Join(dir, f)+" was not written by this run") {
+			t.Errorf("no warning about %s in:\n%s", f, stderr)
+		}
+	}
+	// On standard output: the one file; -accept=false is no contradiction.
+	code, stdout, stderr := runUnits("-name", "myd", "-port", "7000", "-no-socket", "-accept=false")
+	if code != 0 || strings.Count(stdout, "==> ") != 1 || !strings.HasPrefix(stdout, "==> myd.service <==\n") ||
+		!strings.Contains(stdout, "\nExecStart=/usr/bin/myd -config /etc/myd/myd.yaml -listen 127.0.0.1:7000\n") {
+		t.Errorf("stdout: exit %d (%s):\n%s", code, stderr, stdout)
+	}
+	if code == 0 {
+		needAnalyzer(t)
+		code, _, stderr = runUnits("-name", "myd", "-port", "7000", "-no-socket", "-exec", "/nonexistent/myd", "-out", filepath.Join(dir, "check"), "-check")
+		if code != 0 || !strings.Contains(stderr, "no complaints") || !strings.Contains(stderr, "myd.service: exposure") {
+			t.Errorf("-check: exit %d:\n%s", code, stderr)
+		}
 	}
 }
