@@ -38,6 +38,10 @@ var app = &waiter.App[demo]{
 		OnProcess: func(ctx context.Context, c net.Conn) error {
 			return greet(ctx, c, waiter.Settings[demo](ctx).Echo)
 		},
+		// A client turned away hears why: forking mode's pool full for
+		// maxfork_wait, or its address at max_per_source.
+		OnMaxforked:     busy,
+		OnSourceLimited: busy,
 		OnSigUSR2: func() {
 			if waiter.Settings[demo](nil).FaultWedgeOnUSR2 {
 				fmt.Fprintln(os.Stderr, "waiterd: fault_wedge_on_usr2: wedging the master's loop forever")
@@ -49,6 +53,13 @@ var app = &waiter.App[demo]{
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// busy tells a client it was turned away; a second at most, it is not
+// being served.
+func busy(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(c, "busy: try again later\n")
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
