@@ -22,6 +22,8 @@ KEEP=${KEEP:-}
 STEPS=${STEPS:-}
 DIST=${DIST:-$top/dist}
 MYD_PORT=9200          # myd.socket; myd-accept.socket is the next port
+FDS=waiterd-fds        # step fdstore: waiterd binding its own socket...
+FDS_PORT=9300          # ...here, then on the next port
 SUITE_T0=$(ts)
 
 [ "$(id -u)" = 0 ] || { echo "tests/e2e/run.sh: run as root (it boots a container)" >&2; exit 1; }
@@ -127,10 +129,10 @@ c() { in_c timeout 120 "$@"; }
 # journal_dump is what a failed step prints: the units' states and journals.
 journal_dump() {
   echo "----- systemctl status -----"
-  c systemctl status --no-pager --lines=0 waiterd.socket waiterd.service waiterd-accept.socket myd.socket myd.service 2>&1 || true
+  c systemctl status --no-pager --lines=0 waiterd.socket waiterd.service waiterd-accept.socket myd.socket myd.service "$FDS.service" 2>&1 || true
   echo "----- journalctl (waiterd, myd units; last 150) -----"
   c journalctl --no-pager -o short-precise -n 150 -u waiterd.socket -u waiterd.service \
-    -u 'waiterd-accept*' -u myd.socket -u myd.service -u 'myd-accept*' 2>&1 || true
+    -u 'waiterd-accept*' -u myd.socket -u myd.service -u 'myd-accept*' -u "$FDS.service" 2>&1 || true
   echo "----- journalctl -p warning (last 30) -----"
   c journalctl --no-pager -o short-precise -n 30 -p warning 2>&1 || true
   c journalctl --no-pager -o short-precise >"$E2E_BASE/failed-journal.txt" 2>&1 || true
@@ -169,6 +171,7 @@ has_error_since() { [ -n "$(journal_since "$1" -u waiterd.service -p err..err)" 
 mainpid_changed() { local p; p=$(prop "$1" MainPID); [ "$p" != 0 ] && [ "$p" != "$2" ]; }
 no_active_units() { [ -z "$(c systemctl list-units --no-legend --state=active "$1")" ]; }
 listening() { local out; out=$(c ss -Htln "sport = :$1"); [ -n "$out" ]; }
+not_listening() { ! listening "$1"; }
 journal_since() { c journalctl --no-pager -o cat --since "@$1" "${@:2}"; }
 now() { date +%s; }
 
@@ -589,6 +592,130 @@ step_upgrade() {
   expect "waiterd.socket still enabled" "$(c systemctl is-enabled waiterd.socket || true)" enabled
 }
 
+# fd_store_lines UNIT: the fd store of UNIT as systemd sees it, the lines
+# of `systemd-analyze dump` (252 takes no unit pattern: the whole dump, cut
+# to UNIT's part); fd_store UNIT: its "MAX CURRENT".
+fd_store_lines() {
+  c systemd-analyze dump >"$WORK/dump.txt" || return 1
+  awk -v u="-> Unit $1:" '$0 == u { on = 1; next } /^-> Unit / { on = 0 }
+    on && /File Descriptor Store/ { sub(/^[ \t]+/, ""); print }' "$WORK/dump.txt"
+}
+fd_store() { fd_store_lines "$1" | awk '/Store Max:/ { m = $NF } /Store Current:/ { n = $NF } END { print m, n }'; }
+# master_said PID TEXT: the journal of $FDS.service has TEXT from process PID.
+master_said() { local out; out=$(c journalctl --no-pager -o cat -u "$FDS.service" _PID="$1"); [[ $out == *"$2"* ]]; }
+fds_active() { is_active "$FDS.service"; }
+# fds_units PORT [-check]: the generator in the container (the package's
+# waiterd) writes $FDS.service for waiterd binding 127.0.0.1:PORT itself;
+# -check checks it with the container's own systemd-analyze (252).
+fds_units() {
+  c /usr/bin/waiterd units -name "$FDS" -port "$1" -no-socket -exec /usr/bin/waiterd -config /etc/waiterd/waiterd.yaml \
+    -description "waiterd binding its own socket" -graceful-timeout 20s -waiterctl "$CTL" \
+    -out /etc/systemd/system "${@:2}" >"$WORK/fds-units.log" 2>&1 || { cat "$WORK/fds-units.log" >&2; fail "waiterd units -no-socket -port $1"; }
+  c systemctl daemon-reload
+}
+
+# step_fdstore: a service that binds its own socket (no .socket unit), as
+# `waiterd units -no-socket` writes it, keeps the socket in systemd's fd
+# store: two restarts and a crash (Restart=) under steady load refuse no
+# client, each new master serves the stored socket, systemd holds one fd
+# throughout; a changed port drops the stored socket; a stop closes the
+# store, and nothing listens.
+step_fdstore() {
+  local unit=/etc/systemd/system/$FDS.service t pid pid2 pid0 out i n
+  fds_units "$FDS_PORT" -check
+  note "$(grep -E 'exposure|verify' "$WORK/fds-units.log")"
+  expect "$FDS.service's ExecStart" "$(c sed -n 's/^ExecStart=//p' "$unit")" \
+    "/usr/bin/waiterd -config /etc/waiterd/waiterd.yaml -listen 127.0.0.1:$FDS_PORT"
+  expect "$FDS.service's fd store and \$FDSTORE" "$(c grep -E '^(FileDescriptorStoreMax|Environment)=' "$unit" | tr '\n' ' ')" \
+    "FileDescriptorStoreMax=4 Environment=FDSTORE=4 "
+  c test ! -e "/etc/systemd/system/$FDS.socket" || fail "a $FDS.socket was written"
+  if listening "$FDS_PORT"; then fail "something listens on $FDS_PORT before $FDS.service starts"; fi
+  c systemctl start "$FDS.service" || fail "systemctl start $FDS.service"
+  pid0=$(prop "$FDS.service" MainPID)
+  wait_for 10 "the first master ($pid0) kept its socket in the fd store" master_said "$pid0" "kept in systemd's fd store"
+  note "master $pid0: $(c journalctl --no-pager -o cat -u "$FDS.service" _PID="$pid0" | grep -E 'fd store' | head -n 1)"
+  expect "reply on $FDS_PORT" "$(reply "$FDS_PORT")" "hello world"
+  note "$(fd_store_lines "$FDS.service")"
+  expect "the fd store (max, current) while it runs" "$(fd_store "$FDS.service")" "4 1"
+  note "systemctl show: $(c systemctl show -p FileDescriptorStoreMax -p NFileDescriptorStore "$FDS.service" | tr '\n' ' ')"
+  # PID 1 holds the listening socket itself, beside the master and workers.
+  out=$(c ss -Htlnp "sport = :$FDS_PORT")
+  [[ $out == *'"systemd",pid=1,'* ]] || fail "systemd does not hold the socket on $FDS_PORT: $out"
+  note "ss -tlnp: $(printf '%s\n' "$out" | grep -o '"systemd",pid=1,fd=[0-9]*')"
+
+  t=$(now)
+  load_start fdstore "$FDS_PORT" 8 18
+  sleep 1.5
+  pid=$pid0
+  for i in 1 2; do
+    c systemctl restart "$FDS.service" || fail "systemctl restart $FDS.service ($i) failed"
+    pid2=$(prop "$FDS.service" MainPID)
+    [ "$pid2" != "$pid" ] && [ "$pid2" != 0 ] || fail "MainPID $pid -> $pid2: not restarted"
+    wait_for 10 "master $((i + 1)) ($pid2) serving the socket from the fd store" master_said "$pid2" "from systemd's fd store"
+    if master_said "$pid2" "kept in systemd's fd store"; then fail "master $((i + 1)) ($pid2) bound a socket of its own"; fi
+    note "restart $i: MainPID $pid -> $pid2: $(c journalctl --no-pager -o cat -u "$FDS.service" _PID="$pid2" | grep -E 'fd store' | head -n 1)"
+    expect "the fd store after restart $i" "$(fd_store "$FDS.service")" "4 1"
+    pid=$pid2
+    sleep 3
+  done
+  # A crash (SIGKILL to the master): Restart=on-failure starts the next
+  # master after RestartSec=, and the store is kept across that restart too.
+  n=$(prop "$FDS.service" NRestarts)
+  c systemctl kill -s KILL --kill-who=main "$FDS.service"
+  wait_for 20 "a master after the crash" mainpid_changed "$FDS.service" "$pid"
+  pid2=$(prop "$FDS.service" MainPID)
+  wait_for 10 "master $pid2 (after the crash) serving the socket from the fd store" master_said "$pid2" "from systemd's fd store"
+  expect "NRestarts after the crash" "$(prop "$FDS.service" NRestarts)" $((n + 1))
+  note "crash: MainPID $pid -> $pid2, restarted by systemd, the stored socket served"
+  pid=$pid2
+  wait_for 15 "$FDS.service active after the crash" fds_active
+  # A reload (waiterctl) in the same load: the socket is not touched.
+  c systemctl reload "$FDS.service" || fail "systemctl reload $FDS.service failed"
+  load_wait fdstore
+  out=$(grep 'loadclient:' "$WORK/load-fdstore.log" | head -n 1)
+  [[ $out == *" refused=0 "* ]] || fail "connections refused during the restarts: $out"
+  n=$(journal_since "$t" -u "$FDS.service" | grep -c "from systemd's fd store" || true)
+  expect "masters that served the stored socket (two restarts, a crash)" "$n" 3
+  expect "$FDS.service's MainPID after the reload" "$(prop "$FDS.service" MainPID)" "$pid"
+
+  # The port changed: the next master drops the stored socket
+  # (FDSTOREREMOVE=1), binds the new one and stores it; the old port closes.
+  fds_units $((FDS_PORT + 1))
+  c systemctl restart "$FDS.service" || fail "systemctl restart $FDS.service on port $((FDS_PORT + 1))"
+  pid2=$(prop "$FDS.service" MainPID)
+  wait_for 10 "master $pid2 storing its new socket" master_said "$pid2" "kept in systemd's fd store"
+  master_said "$pid2" "not serving" || fail "master $pid2 did not say it dropped the stored socket"
+  note "port $((FDS_PORT + 1)): $(c journalctl --no-pager -o cat -u "$FDS.service" _PID="$pid2" | grep -E 'fd store' | tr '\n' ' ')"
+  expect "the fd store on the new port" "$(fd_store "$FDS.service")" "4 1"
+  expect "reply on $((FDS_PORT + 1))" "$(reply $((FDS_PORT + 1)))" "hello world"
+  wait_for 5 "nothing listening on $FDS_PORT once its socket left the store" not_listening "$FDS_PORT"
+
+  # A stop closes the store: nothing listens, a client is refused.
+  c systemctl stop "$FDS.service"
+  expect "$FDS.service after stop" "$(prop "$FDS.service" ActiveState) $(prop "$FDS.service" Result)" "inactive success"
+  if listening $((FDS_PORT + 1)); then fail "$((FDS_PORT + 1)) still listens after the stop"; fi
+  out=$(c /share/loadclient -addr "127.0.0.1:$((FDS_PORT + 1))" -c 1 -n 1 2>&1 || true)
+  [[ $out == *" refused=1 "* ]] || fail "a client after the stop was not refused: $out"
+  note "after the stop: $(printf '%s\n' "$out" | head -n 1)"
+  expect "NFileDescriptorStore after the stop" "$(prop "$FDS.service" NFileDescriptorStore)" 0
+  # systemd may unload the inactive unit, which nothing refers to: then the
+  # dump has no part for it.
+  case "$(fd_store "$FDS.service")" in
+    "4 0") note "systemd-analyze dump: File Descriptor Store Current: 0" ;;
+    " ") note "systemd-analyze dump: no $FDS.service (unloaded once inactive)" ;;
+    *) fail "the fd store after the stop: $(fd_store_lines "$FDS.service" | tr '\n' ' ')" ;;
+  esac
+  # And the next start binds afresh: nothing was kept.
+  c systemctl start "$FDS.service" || fail "systemctl start $FDS.service after the stop"
+  pid=$(prop "$FDS.service" MainPID)
+  wait_for 10 "master $pid binding a socket of its own after the stop" master_said "$pid" "kept in systemd's fd store"
+  if master_said "$pid" "from systemd's fd store"; then fail "master $pid served a stored socket after a stop"; fi
+  note "a start after the stop: master $pid bound its socket afresh"
+  c systemctl stop "$FDS.service"
+  c rm -f "$unit"
+  c systemctl daemon-reload
+}
+
 step_6() {
   local cg pids p left out
   wait_for 10 "waiterd.service active before the stop" is_active waiterd.service
@@ -637,6 +764,7 @@ if [[ ${results[-1]} == PASS* ]]; then
   run_step 7 "the Accept=yes units serve each client in its own instance" step_7
   run_step myd "myd, packaged with the same machinery, serves on its port" step_myd
   run_step upgrade "upgrade (dpkg -i again) restarts waiterd cleanly under load" step_upgrade
+  run_step fdstore "a service binding its own socket (waiterd units -no-socket) keeps it in systemd's fd store: two restarts and a crash under load refuse no client; a stop closes it" step_fdstore
   run_step 6 "stop leaves no process behind; purge leaves no file or user" step_6
   run_step kvd "examples/kvd packaged with StateDirectory=kvd: serves, reloads (good, bad), a broken restart then fixed, purge removes its state" step_kvd
   run_step kvd-queued "examples/kvd broken with a client waiting on the socket: served once the file is fixed" step_kvd_queued
