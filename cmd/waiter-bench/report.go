@@ -331,12 +331,16 @@ func (b *bench) opsReport(w io.Writer) {
 		plain, _ := b.row("prefork", c)
 		fmt.Fprintf(w, "  c=%-3d conn/s on %.0f, off %.0f: %.3fx of off; p99 on %s, off %s; processes on %s, off %s\n",
 			c, ops.perSec, plain.perSec, r, fmtDur(ops.p99), fmtDur(plain.p99), b.procRange("prefork+ops", c), b.procRange("prefork", c))
-		fmt.Fprintf(w, "        on/off round by round %s%s\n", spread(b.pairedRatios(c, perSec)), b.sliceSpread(c, perSec))
+		if b.st.Rounds > 1 || len(b.pairs[c]) > 1 {
+			fmt.Fprintf(w, "        on/off round by round %s%s\n", spread(b.pairedRatios(c, perSec)), b.sliceSpread(c, perSec))
+		}
 		if on, off := b.medianCPU("prefork+ops", c), b.medianCPU("prefork", c); on > 0 && off > 0 {
 			fmt.Fprintf(w, "        server CPU (master and workers) per conn on %.1fµs, off %.1fµs: %.3fx of off; the master's own on %.1fms/s, off %.1fms/s\n",
 				float64(on)/1e3, float64(off)/1e3, float64(on)/float64(off),
 				float64(b.masterPerSec("prefork+ops", c))/1e6, float64(b.masterPerSec("prefork", c))/1e6)
-			fmt.Fprintf(w, "        CPU per conn on/off round by round %s%s\n", spread(b.pairedRatios(c, cpuPerConn)), b.sliceSpread(c, cpuPerConn))
+			if b.st.Rounds > 1 || len(b.pairs[c]) > 1 {
+				fmt.Fprintf(w, "        CPU per conn on/off round by round %s%s\n", spread(b.pairedRatios(c, cpuPerConn)), b.sliceSpread(c, cpuPerConn))
+			}
 		}
 	}
 	sl, tl := summarize(ws.ScrapeLat), summarize(ws.StatusLat)
