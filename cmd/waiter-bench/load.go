@@ -92,9 +92,13 @@ type loadOptions struct {
 	Pause time.Duration
 	// Keep: the result keeps every latency (raw), for mergeResults.
 	Keep bool
+	// Proxy, when 1 or 2, is the PROXY protocol version of a header each
+	// client writes right after connecting, before it reads the greeting.
+	Proxy int
 }
 
-// client makes one connection: connect, read to EOF, check, close.
+// client makes one connection: connect, (write the header,) read to EOF,
+// check, close.
 type client func() error
 
 // runLoad runs Conc clients, each connecting, reading the greeting to EOF,
@@ -109,14 +113,23 @@ func runLoad(ctx context.Context, o loadOptions) (loadResult, error) {
 	if o.Conc < 1 || o.Duration <= 0 || o.Timeout <= 0 {
 		return loadResult{}, fmt.Errorf("load: bad settings: %d clients, %s, timeout %s", o.Conc, o.Duration, o.Timeout)
 	}
-	var mk func() client
+	var mk func(hdr []byte) client
 	switch o.Engine {
 	case "net", "":
-		mk = func() client { return netClient(o.Addr, o.Timeout) }
+		mk = func(hdr []byte) client { return netClient(o.Addr, o.Timeout, hdr) }
 	case "raw":
-		mk = func() client { return rawClient(o.Addr, o.Timeout) }
+		mk = func(hdr []byte) client { return rawClient(o.Addr, o.Timeout, hdr) }
 	default:
 		return loadResult{}, fmt.Errorf("load: unknown engine %q (want raw or net)", o.Engine)
+	}
+	hdrs := make([][]byte, o.Conc)
+	if o.Proxy != 0 {
+		for i := range hdrs {
+			var err error
+			if hdrs[i], err = proxyHeader(o.Proxy, i, o.Addr); err != nil {
+				return loadResult{}, fmt.Errorf("load: %w", err)
+			}
+		}
 	}
 	type part struct {
 		lat     []time.Duration
@@ -129,9 +142,9 @@ func runLoad(ctx context.Context, o loadOptions) (loadResult, error) {
 	var wg sync.WaitGroup
 	for i := range parts {
 		wg.Add(1)
-		go func(p *part) {
+		go func(p *part, hdr []byte) {
 			defer wg.Done()
-			once := mk()
+			once := mk(hdr)
 			p.lat = make([]time.Duration, 0, 4096)
 			for ctx.Err() == nil {
 				t0 := time.Now()
@@ -159,7 +172,7 @@ func runLoad(ctx context.Context, o loadOptions) (loadResult, error) {
 				// a tight loop; this keeps the error counts meaningful.
 				time.Sleep(time.Millisecond)
 			}
-		}(&parts[i])
+		}(&parts[i], hdrs[i])
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
@@ -196,11 +209,12 @@ func checkReply(b []byte) error {
 	return nil
 }
 
-// rawClient connects with blocking syscalls: socket, connect, read, read,
-// close, and nothing else, so that the generator takes as little of the
-// machine's CPU from the server as it can. SO_SNDTIMEO bounds connect and
-// SO_RCVTIMEO each read.
-func rawClient(addr netip.AddrPort, timeout time.Duration) client {
+// rawClient connects with blocking syscalls: socket, connect, (write,)
+// read, read, close, and nothing else, so that the generator takes as
+// little of the machine's CPU from the server as it can. SO_SNDTIMEO
+// bounds connect and the write, SO_RCVTIMEO each read. hdr, when not
+// empty, is written at once after connecting.
+func rawClient(addr netip.AddrPort, timeout time.Duration, hdr []byte) client {
 	sa := &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
 	tv := unix.NsecToTimeval(timeout.Nanoseconds())
 	buf := make([]byte, 64)
@@ -221,6 +235,16 @@ func rawClient(addr netip.AddrPort, timeout time.Duration) client {
 		}
 		if err != nil {
 			return os.NewSyscallError("connect", err)
+		}
+		for w := 0; w < len(hdr); {
+			m, err := unix.Write(fd, hdr[w:])
+			if err == unix.EINTR && time.Now().Before(deadline) {
+				continue
+			}
+			if err != nil {
+				return os.NewSyscallError("write", err)
+			}
+			w += m
 		}
 		n := 0
 		for {
@@ -270,8 +294,9 @@ func waitConnected(fd int, deadline time.Time) error {
 	}
 }
 
-// netClient connects the ordinary Go way.
-func netClient(addr netip.AddrPort, timeout time.Duration) client {
+// netClient connects the ordinary Go way; hdr, when not empty, is written
+// at once after connecting.
+func netClient(addr netip.AddrPort, timeout time.Duration, hdr []byte) client {
 	ta := net.TCPAddrFromAddrPort(addr)
 	d := net.Dialer{Timeout: timeout}
 	buf := make([]byte, 64)
@@ -283,6 +308,11 @@ func netClient(addr netip.AddrPort, timeout time.Duration) client {
 		}
 		defer c.Close()
 		c.SetDeadline(deadline)
+		if len(hdr) > 0 {
+			if _, err := c.Write(hdr); err != nil {
+				return err
+			}
+		}
 		n := 0
 		for {
 			if n == len(buf) {

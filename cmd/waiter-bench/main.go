@@ -80,7 +80,7 @@ type settings struct {
 }
 
 // allModes, in the order they run and print.
-var allModes = []string{"baseline", "nofork", "forking", "spares", "prefork", "prefork+ops", "spawn"}
+var allModes = []string{"baseline", "nofork", "forking", "spares", "prefork", "prefork+ops", "prefork+proxy1", "prefork+proxy2", "spawn"}
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	var st settings
@@ -203,7 +203,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer killAll()
 
 	b := &bench{st: st, out: stdout, log: stderr, res: map[rowKey][]loadResult{},
-		watched: map[string]*watchStats{}, pairs: map[int][]slicePair{}}
+		watched: map[string]*watchStats{}, pairs: map[rowKey][]slicePair{}}
 	if st.Load != "" {
 		err = b.loadOnly(ctx)
 	} else {
@@ -242,7 +242,7 @@ type bench struct {
 	specs     map[string]serverSpec
 	res       map[rowKey][]loadResult
 	watched   map[string]*watchStats // by mode, over the rounds
-	pairs     map[int][]slicePair    // prefork and prefork+ops, by concurrency
+	pairs     map[rowKey][]slicePair // a group's first mode and another, by the other and the concurrency
 	starts    []startup
 	dir       string
 	waiterd   string
@@ -294,6 +294,14 @@ func (b *bench) run(ctx context.Context) error {
 			"-prefork", strconv.Itoa(b.st.Prefork), "-maxfork", strconv.Itoa(b.st.Maxfork),
 			"-control", "{control}", "-metrics-listen", "127.0.0.1:0"}},
 	}
+	// prefork's arguments and the PROXY protocol on: every client sends a
+	// header of that version first.
+	for v := 1; v <= 2; v++ {
+		m := fmt.Sprintf("prefork+proxy%d", v)
+		b.specs[m] = serverSpec{Name: m, Exe: b.waiterd, Proxy: v, Args: []string{"-listen", "{addr}",
+			"-prefork", strconv.Itoa(b.st.Prefork), "-maxfork", strconv.Itoa(b.st.Maxfork),
+			"-proxy-protocol", "-proxy-from", "127.0.0.0/8"}}
+	}
 	b.logf("about %s of load: %d rounds x %d modes x %d concurrencies x (%s + %s warm-up)",
 		b.st.estimate().Round(time.Second), b.st.Rounds, len(b.st.Modes), len(b.st.Concs), b.st.Duration, b.st.Warmup)
 
@@ -302,18 +310,14 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 	}
-	paired := slices.Contains(b.st.Modes, "prefork") && slices.Contains(b.st.Modes, "prefork+ops")
 	for r := 1; r <= b.st.Rounds; r++ {
 		for _, m := range b.st.Modes {
 			var err error
-			switch {
-			case paired && m == "prefork+ops":
-				continue // measured with prefork, in the same slices of time
-			case paired && m == "prefork":
-				err = b.measurePair(ctx, r)
-			default:
+			if g, ok := b.groupOf(m); !ok {
 				err = b.measure(ctx, m, r)
-			}
+			} else if g[0] == m {
+				err = b.measureGroup(ctx, g, r)
+			} // else measured with g[0], in the same slices of time
 			if err != nil {
 				return err
 			}
@@ -395,7 +399,7 @@ func (b *bench) startups(ctx context.Context) error {
 func (b *bench) measure(ctx context.Context, mode string, round int) error {
 	if mode == "spawn" {
 		for _, c := range b.st.Concs {
-			r, err := spawnRate(ctx, b.waiterd, c, b.st.Duration)
+			r, err := spawnRate(ctx, b.waiterd, c, b.st.Duration, false)
 			if err != nil {
 				return fmt.Errorf("spawn rate: %w", err)
 			}
@@ -420,7 +424,7 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 		defer w.stop()
 	}
 	for _, c := range b.st.Concs {
-		o := loadOptions{Addr: s.addr, Conc: c, Duration: b.st.Warmup, Timeout: b.st.Timeout, Engine: b.st.Engine}
+		o := loadOptions{Addr: s.addr, Conc: c, Duration: b.st.Warmup, Timeout: b.st.Timeout, Engine: b.st.Engine, Proxy: s.spec.Proxy}
 		if b.st.Warmup > 0 {
 			if _, err := runLoad(ctx, o); err != nil {
 				return err
@@ -496,7 +500,7 @@ func (b *bench) record(mode string, round int, r loadResult) {
 	if c := r.cpuPerConn(); c > 0 {
 		procs += fmt.Sprintf(" server CPU %.1fµs/conn", float64(c)/1e3)
 	}
-	b.logf("round %d %-11s c=%-3d %8.0f/s p50 %s p99 %s max %s errors %s%s",
+	b.logf("round %d %-14s c=%-3d %8.0f/s p50 %s p99 %s max %s errors %s%s",
 		round, mode, r.Conc, r.PerSec, fmtDur(r.Lat.P50), fmtDur(r.Lat.P99), fmtDur(r.Lat.Max), fmtErrs(r.Errs), procs)
 	for k, s := range r.Samples {
 		if s != "" {
@@ -514,7 +518,7 @@ func (b *bench) recordWatch(mode string, round int, w watchStats) error {
 	}
 	b.watched[mode].add(w)
 	if b.st.Verbose {
-		b.logf("round %d %-11s watched: %d scrapes (p50 %s), %d status (p50 %s), %d errors",
+		b.logf("round %d %-14s watched: %d scrapes (p50 %s), %d status (p50 %s), %d errors",
 			round, mode, w.Scrapes, fmtDur(summarize(w.ScrapeLat).P50), w.Status, fmtDur(summarize(w.StatusLat).P50),
 			w.ScrapeErrs+w.StatusErrs)
 		if w.FirstErr != "" {

@@ -298,7 +298,7 @@ func TestModesFlag(t *testing.T) {
 // TestOpsReport checks the ratios printed from known rounds.
 func TestOpsReport(t *testing.T) {
 	b := &bench{st: settings{Modes: []string{"prefork", "prefork+ops"}, Concs: []int{64}, Rounds: 3, Prefork: 8, Maxfork: 32, Duration: 5 * time.Second},
-		res: map[rowKey][]loadResult{}, watched: map[string]*watchStats{}, pairs: map[int][]slicePair{}}
+		res: map[rowKey][]loadResult{}, watched: map[string]*watchStats{}, pairs: map[rowKey][]slicePair{}}
 	res := func(perSec float64, cpu time.Duration) loadResult {
 		ok := int(perSec) * 5
 		return loadResult{Conc: 64, PerSec: perSec, OK: ok, Window: 5 * time.Second, CPU: cpu * time.Duration(ok), MasterCPU: 50 * time.Millisecond, Procs: 9}
@@ -308,19 +308,19 @@ func TestOpsReport(t *testing.T) {
 	b.watched["prefork+ops"] = &watchStats{Scrapes: 15, Status: 15, Bytes: 14 << 10}
 	// Eight slice pairs: ops/plain of 0.91, 0.92, ... 0.98 in conn/s.
 	for i := 8; i >= 1; i-- {
-		b.pairs[64] = append(b.pairs[64], slicePair{res(1000, 100*time.Microsecond), res(float64(900+10*i), 100*time.Microsecond)})
+		b.pairs[rowKey{"prefork+ops", 64}] = append(b.pairs[rowKey{"prefork+ops", 64}], slicePair{res(1000, 100*time.Microsecond), res(float64(900+10*i), 100*time.Microsecond)})
 	}
-	if r, ok := b.opsRatio(64); !ok || r != 0.99 {
+	if r, ok := b.ratioOf("prefork+ops", "prefork", 64); !ok || r != 0.99 {
 		t.Errorf("ratio of the medians: want 0.99 (990/1000), have %v, %v", r, ok)
 	}
-	if have, want := b.pairedRatios(64, perSec), []float64{0.95, 0.99, 1}; !slices.Equal(have, want) {
+	if have, want := b.pairedRatios("prefork+ops", "prefork", 64, perSec), []float64{0.95, 0.99, 1}; !slices.Equal(have, want) {
 		t.Errorf("round by round: want %v, have %v", want, have)
 	}
 	var out bytes.Buffer
 	b.opsReport(&out)
 	for _, want := range []string{
 		"c=64  conn/s on 990, off 1000: 0.990x of off; p99",
-		"processes on 9, off 9",
+		"; processes on 9, off 9",
 		// Nearest ranks 2 and 6 of 8 for the middle half.
 		"on/off round by round 0.950..1.000, median 0.990; 8 slice pairs of 1s: median 0.945, middle half 0.920..0.960",
 		"per conn on 101.0µs, off 100.0µs: 1.010x of off; the master's own on 10.0ms/s, off 10.0ms/s",

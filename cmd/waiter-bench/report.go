@@ -58,6 +58,8 @@ func (b *bench) modeLabel(m string) string {
 		return fmt.Sprintf("waiterd prefork %d..%d", b.st.Prefork, b.st.Maxfork)
 	case "prefork+ops":
 		return fmt.Sprintf("prefork %d..%d, metrics+control watched", b.st.Prefork, b.st.Maxfork)
+	case "prefork+proxy1", "prefork+proxy2":
+		return fmt.Sprintf("prefork %d..%d, PROXY v%s header", b.st.Prefork, b.st.Maxfork, strings.TrimPrefix(m, "prefork+proxy"))
 	case "spares-paced":
 		return fmt.Sprintf("waiterd forking, %d spares, paced %s", b.st.Spares, b.st.Pace)
 	case "spawn":
@@ -107,6 +109,8 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintln(w, "\nspawn rows: fork+exec+exit+wait of the waiterd binary per second from c loops; latency is one whole spawn.")
 	}
 	b.opsReport(w)
+	b.proxyReport(w)
+	b.spawnReport(w)
 	if len(b.starts) > 0 {
 		ready, first, rss, pss := b.startMedians()
 		m := b.starts[0].mem
@@ -161,8 +165,13 @@ func (b *bench) targets(w io.Writer) {
 			atMost("prefork c=64 p99 vs baseline", float64(r.p99)/float64(base.p99), 1.5, "x")
 		}
 	}
-	if r, ok := b.opsRatio(64); ok {
+	if r, ok := b.ratioOf("prefork+ops", "prefork", 64); ok {
 		atLeast("prefork+ops c=64 conn/s vs prefork (same run)", r, 0.97, "x")
+	}
+	for _, m := range []string{"prefork+proxy1", "prefork+proxy2"} {
+		if r, ok := b.ratioOf(m, "prefork", 64); ok {
+			atLeast(m+" c=64 conn/s vs prefork (same run)", r, 0.95, "x")
+		}
 	}
 	vsBase("prefork", 1, 0.9)
 	vsBase("nofork", 1, 0.9)
@@ -175,12 +184,8 @@ func (b *bench) targets(w io.Writer) {
 	if r, ok := b.row("spares-paced", 1); ok {
 		atMost(fmt.Sprintf("spares c=1 paced %s p50 (ms)", b.st.Pace), r.p50.Seconds()*1000, 1, "")
 	}
-	for _, c := range []int{8} {
-		r, ok1 := b.row("forking", c)
-		sp, ok2 := b.row("spawn", c)
-		if ok1 && ok2 && sp.perSec > 0 {
-			atLeast(fmt.Sprintf("forking c=%d vs bare spawn rate (aim)", c), r.perSec/sp.perSec, 0.7, "x")
-		}
+	if r, ok := b.ratioOf("forking", "spawn", 8); ok {
+		atLeast("forking c=8 conn/s vs bare spawn (same run)", r, 0.85, "x")
 	}
 	if len(b.starts) > 0 {
 		ready, _, _, pss := b.startMedians()
@@ -190,7 +195,7 @@ func (b *bench) targets(w io.Writer) {
 	if len(ts) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\ntargets (issue 7, and the metrics issue's ops cost; for people to judge: this exit status does not depend on them)")
+	fmt.Fprintln(w, "\ntargets (issue 7, the metrics issue's ops cost, the PROXY protocol's cost; for people to judge: this exit status does not depend on them)")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\thave\twant\t\tby")
 	for _, t := range ts {
@@ -203,25 +208,25 @@ func (b *bench) targets(w io.Writer) {
 	tw.Flush()
 }
 
-// opsRatio is prefork+ops' median conn/s over plain prefork's at c.
-func (b *bench) opsRatio(c int) (float64, bool) {
-	ops, ok1 := b.row("prefork+ops", c)
-	plain, ok2 := b.row("prefork", c)
-	if !ok1 || !ok2 || plain.perSec == 0 {
+// ratioOf is num's median conn/s over den's at c.
+func (b *bench) ratioOf(num, den string, c int) (float64, bool) {
+	n, ok1 := b.row(num, c)
+	d, ok2 := b.row(den, c)
+	if !ok1 || !ok2 || d.perSec == 0 {
 		return 0, false
 	}
-	return ops.perSec / plain.perSec, true
+	return n.perSec / d.perSec, true
 }
 
-// pairedRatios are prefork+ops' conn/s over plain prefork's round by round
-// (the two ran back to back in each), sorted: their spread is the noise
-// the ratio of the medians carries.
-func (b *bench) pairedRatios(c int, of func(loadResult) float64) []float64 {
-	ops, plain := b.res[rowKey{"prefork+ops", c}], b.res[rowKey{"prefork", c}]
+// pairedRatios are num's figure over den's round by round (the two ran in
+// the same slices of time in each), sorted: their spread is the noise the
+// ratio of the medians carries.
+func (b *bench) pairedRatios(num, den string, c int, of func(loadResult) float64) []float64 {
+	ns, ds := b.res[rowKey{num, c}], b.res[rowKey{den, c}]
 	var out []float64
-	for i := 0; i < len(ops) && i < len(plain); i++ {
-		if of(plain[i]) > 0 && of(ops[i]) > 0 {
-			out = append(out, of(ops[i])/of(plain[i]))
+	for i := 0; i < len(ns) && i < len(ds); i++ {
+		if of(ds[i]) > 0 && of(ns[i]) > 0 {
+			out = append(out, of(ns[i])/of(ds[i]))
 		}
 	}
 	slices.Sort(out)
@@ -254,15 +259,30 @@ func (b *bench) masterPerSec(mode string, c int) time.Duration {
 	return median(v)
 }
 
-// sliceSpread is the on/off ratios of the slice pairs at c: their median
-// and middle half (with a few pairs, their range).
-func (b *bench) sliceSpread(c int, of func(loadResult) float64) string {
+// sliceRatios are num's figure over den's in each slice pair at c (one of
+// the two is its group's first mode), unsorted.
+func (b *bench) sliceRatios(num, den string, c int, of func(loadResult) float64) []float64 {
 	var r []float64
-	for _, p := range b.pairs[c] {
-		if of(p.plain) > 0 && of(p.ops) > 0 {
-			r = append(r, of(p.ops)/of(p.plain))
+	if ps, ok := b.pairs[rowKey{num, c}]; ok {
+		for _, p := range ps {
+			if of(p.base) > 0 && of(p.other) > 0 {
+				r = append(r, of(p.other)/of(p.base))
+			}
+		}
+		return r
+	}
+	for _, p := range b.pairs[rowKey{den, c}] {
+		if of(p.base) > 0 && of(p.other) > 0 {
+			r = append(r, of(p.base)/of(p.other))
 		}
 	}
+	return r
+}
+
+// sliceSpread is num's figure over den's in the slice pairs at c: their
+// median and middle half (with a few pairs, their range).
+func (b *bench) sliceSpread(num, den string, c int, of func(loadResult) float64) string {
+	r := b.sliceRatios(num, den, c, of)
 	if len(r) < 2 {
 		return ""
 	}
@@ -277,7 +297,7 @@ func (b *bench) sliceSpread(c int, of func(loadResult) float64) string {
 	return fmt.Sprintf("; %d slice pairs of %s: median %.3f, %s %.3f..%.3f", len(r), b.sliceDur(), median(r), what, lo, hi)
 }
 
-// sliceDur is how long each slice of a paired measurement lasted.
+// sliceDur is how long each slice of a grouped measurement lasted.
 func (b *bench) sliceDur() time.Duration {
 	return b.st.Duration / time.Duration(sliceCount(b.st.Duration))
 }
@@ -309,6 +329,50 @@ func (b *bench) procRange(mode string, c int) string {
 	return fmt.Sprintf("%d..%d", lo, hi)
 }
 
+// pairedHow says how two modes were measured against each other.
+func (b *bench) pairedHow(num, den string) string {
+	g, ok := b.groupOf(num)
+	switch {
+	case !ok || !slices.Contains(g, den):
+		return "same run"
+	case slices.Contains(g, "spawn"):
+		return fmt.Sprintf("loaded in alternate slices of %s", b.sliceDur())
+	}
+	return fmt.Sprintf("%d pools up at once (%s), loaded in turn in slices of %s", len(g), strings.Join(g, ", "), b.sliceDur())
+}
+
+// compare prints num against den at each concurrency, num called as and
+// den ds: the ratio of the medians, the rounds' and the slice pairs'
+// ratios, and, when both have it, the server CPU per connection.
+func (b *bench) compare(w io.Writer, num, den, ns, ds string) {
+	for _, c := range b.st.Concs {
+		r, ok := b.ratioOf(num, den, c)
+		if !ok {
+			continue
+		}
+		n, _ := b.row(num, c)
+		d, _ := b.row(den, c)
+		procs := ""
+		if pn, pd := b.procRange(num, c), b.procRange(den, c); pn != "-" && pd != "-" {
+			procs = fmt.Sprintf("; processes %s %s, %s %s", ns, pn, ds, pd)
+		}
+		fmt.Fprintf(w, "  c=%-3d conn/s %s %.0f, %s %.0f: %.3fx of %s; p99 %s %s, %s %s%s\n",
+			c, ns, n.perSec, ds, d.perSec, r, ds, ns, fmtDur(n.p99), ds, fmtDur(d.p99), procs)
+		many := b.st.Rounds > 1 || len(b.sliceRatios(num, den, c, perSec)) > 1
+		if many {
+			fmt.Fprintf(w, "        %s/%s round by round %s%s\n", ns, ds, spread(b.pairedRatios(num, den, c, perSec)), b.sliceSpread(num, den, c, perSec))
+		}
+		if on, off := b.medianCPU(num, c), b.medianCPU(den, c); on > 0 && off > 0 {
+			fmt.Fprintf(w, "        server CPU (master and workers) per conn %s %.1fµs, %s %.1fµs: %.3fx of %s; the master's own %s %.1fms/s, %s %.1fms/s\n",
+				ns, float64(on)/1e3, ds, float64(off)/1e3, float64(on)/float64(off), ds,
+				ns, float64(b.masterPerSec(num, c))/1e6, ds, float64(b.masterPerSec(den, c))/1e6)
+			if many {
+				fmt.Fprintf(w, "        CPU per conn %s/%s round by round %s%s\n", ns, ds, spread(b.pairedRatios(num, den, c, cpuPerConn)), b.sliceSpread(num, den, c, cpuPerConn))
+			}
+		}
+	}
+}
+
 // opsReport prints the cost of the operator's view: prefork with metrics
 // and the control socket on and watched, over prefork with both off.
 func (b *bench) opsReport(w io.Writer) {
@@ -316,39 +380,44 @@ func (b *bench) opsReport(w io.Writer) {
 	if ws == nil || !slices.Contains(b.st.Modes, "prefork") {
 		return
 	}
-	how := "same run"
-	if len(b.pairs) > 0 {
-		how = fmt.Sprintf("both up at once, loaded in alternate slices of %s", b.sliceDur())
-	}
 	fmt.Fprintf(w, "\nprefork %d..%d with metrics and the control socket on, watched (a /metrics scrape and a control status each %s), vs both off; %s, %d round(s), medians:\n",
-		b.st.Prefork, b.st.Maxfork, watchEvery, how, b.st.Rounds)
-	for _, c := range b.st.Concs {
-		r, ok := b.opsRatio(c)
-		if !ok {
-			continue
-		}
-		ops, _ := b.row("prefork+ops", c)
-		plain, _ := b.row("prefork", c)
-		fmt.Fprintf(w, "  c=%-3d conn/s on %.0f, off %.0f: %.3fx of off; p99 on %s, off %s; processes on %s, off %s\n",
-			c, ops.perSec, plain.perSec, r, fmtDur(ops.p99), fmtDur(plain.p99), b.procRange("prefork+ops", c), b.procRange("prefork", c))
-		if b.st.Rounds > 1 || len(b.pairs[c]) > 1 {
-			fmt.Fprintf(w, "        on/off round by round %s%s\n", spread(b.pairedRatios(c, perSec)), b.sliceSpread(c, perSec))
-		}
-		if on, off := b.medianCPU("prefork+ops", c), b.medianCPU("prefork", c); on > 0 && off > 0 {
-			fmt.Fprintf(w, "        server CPU (master and workers) per conn on %.1fµs, off %.1fµs: %.3fx of off; the master's own on %.1fms/s, off %.1fms/s\n",
-				float64(on)/1e3, float64(off)/1e3, float64(on)/float64(off),
-				float64(b.masterPerSec("prefork+ops", c))/1e6, float64(b.masterPerSec("prefork", c))/1e6)
-			if b.st.Rounds > 1 || len(b.pairs[c]) > 1 {
-				fmt.Fprintf(w, "        CPU per conn on/off round by round %s%s\n", spread(b.pairedRatios(c, cpuPerConn)), b.sliceSpread(c, cpuPerConn))
-			}
-		}
-	}
+		b.st.Prefork, b.st.Maxfork, watchEvery, b.pairedHow("prefork+ops", "prefork"), b.st.Rounds)
+	b.compare(w, "prefork+ops", "prefork", "on", "off")
 	sl, tl := summarize(ws.ScrapeLat), summarize(ws.StatusLat)
 	fmt.Fprintf(w, "  watched: %d scrapes (%.1f KiB, p50 %s, max %s), %d status requests (p50 %s, max %s), %d failed\n",
 		ws.Scrapes, float64(ws.Bytes)/1024, fmtDur(sl.P50), fmtDur(sl.Max), ws.Status, fmtDur(tl.P50), fmtDur(tl.Max), ws.ScrapeErrs+ws.StatusErrs)
 	if ws.FirstErr != "" {
 		fmt.Fprintf(w, "  first failure: %s\n", ws.FirstErr)
 	}
+}
+
+// proxyReport prints the cost of the PROXY protocol: prefork reading a v1
+// or v2 header from every client, over plain prefork.
+func (b *bench) proxyReport(w io.Writer) {
+	if !slices.Contains(b.st.Modes, "prefork") {
+		return
+	}
+	for _, v := range []string{"1", "2"} {
+		m := "prefork+proxy" + v
+		if !slices.Contains(b.st.Modes, m) {
+			continue
+		}
+		kind := map[string]string{"1": "text", "2": "binary"}[v]
+		fmt.Fprintf(w, "\nprefork %d..%d with -proxy-protocol, each client sending a PROXY v%s (%s) header first, vs plain prefork; %s, %d round(s), medians:\n",
+			b.st.Prefork, b.st.Maxfork, v, kind, b.pairedHow(m, "prefork"), b.st.Rounds)
+		b.compare(w, m, "prefork", "v"+v, "plain")
+	}
+}
+
+// spawnReport prints forking mode (no spares) against the bare spawn loop,
+// its ceiling.
+func (b *bench) spawnReport(w io.Writer) {
+	if !slices.Contains(b.st.Modes, "forking") || !slices.Contains(b.st.Modes, "spawn") {
+		return
+	}
+	fmt.Fprintf(w, "\nforking (no spares) vs the bare spawn of waiterd -version from as many loops; %s, %d round(s), medians:\n",
+		b.pairedHow("forking", "spawn"), b.st.Rounds)
+	b.compare(w, "forking", "spawn", "forking", "spawn")
 }
 
 func ratio(a, b float64) string {

@@ -58,6 +58,9 @@ type serverSpec struct {
 	// Watch: while the load runs, scrape its metrics and ask its control
 	// socket for status (ops.go). Its Args turn both on.
 	Watch bool
+	// Proxy (1 or 2): its clients send a PROXY protocol header of that
+	// version (proxy.go). Its Args turn the protocol on.
+	Proxy int
 }
 
 func (s serverSpec) args(addr, control string) []string {
@@ -222,7 +225,7 @@ func startOnce(ctx context.Context, spec serverSpec, dir string, probe bool) (*s
 	}()
 	if probe {
 		go func() {
-			once := rawClient(addr, time.Second)
+			once := rawClient(addr, time.Second, nil)
 			for probeCtx.Err() == nil {
 				if once() == nil {
 					firstc <- time.Now()
@@ -504,8 +507,9 @@ func smapsRollup(pid int) (rss, pss int64, err error) {
 
 // spawnRate execs exe -version from conc goroutines in a loop for d: the
 // bare cost of starting and ending one process of this binary, the ceiling
-// for forking mode, which starts one per client.
-func spawnRate(ctx context.Context, exe string, conc int, d time.Duration) (loadResult, error) {
+// for forking mode, which starts one per client. With keep, the result
+// keeps every latency (raw), for mergeResults.
+func spawnRate(ctx context.Context, exe string, conc int, d time.Duration, keep bool) (loadResult, error) {
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return loadResult{}, err
@@ -567,5 +571,9 @@ func spawnRate(ctx context.Context, exe string, conc int, d time.Duration) (load
 	for _, l := range lats {
 		all = append(all, l...)
 	}
-	return loadResult{Conc: conc, Window: d, OK: len(all), Lat: summarize(all), PerSec: float64(len(all)) / d.Seconds()}, nil
+	r := loadResult{Conc: conc, Window: d, OK: len(all), Lat: summarize(all), PerSec: float64(len(all)) / d.Seconds()}
+	if keep {
+		r.raw = all // sorted by summarize
+	}
+	return r, nil
 }
