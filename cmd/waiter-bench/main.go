@@ -14,14 +14,20 @@
 // scrape and a control status request each second, as Prometheus and
 // waiterctl top would): in each round the two pools are up at once and
 // loaded in alternate slices of a second, and the report gives the cost of
-// leaving them on as the ratio of the two (prefork+ops in ops.go).
+// leaving them on as the ratio of the two (prefork+ops in ops.go). The
+// same pool with the PROXY protocol on, each client sending a v1 or v2
+// header first (prefork+proxy1, prefork+proxy2 in proxy.go), is in the
+// same group of slices; forking mode and the bare spawn loop are paired
+// the same way (group.go).
 //
 // Usage (from the repository):
 //
-//	go run ./cmd/waiter-bench            # the full run, about 7 minutes on 2 cores
+//	go run ./cmd/waiter-bench            # the full run, about 9 minutes on 2 cores
 //	go run ./cmd/waiter-bench -quick     # a smoke run, under a minute
 //	go run ./cmd/waiter-bench -modes baseline,prefork -c 64 -rounds 5
 //	go run ./cmd/waiter-bench -modes prefork,prefork+ops -c 64 -rounds 5 -startups 0
+//	go run ./cmd/waiter-bench -modes prefork,prefork+proxy1,prefork+proxy2 -c 64 -rounds 5 -startups 0
+//	go run ./cmd/waiter-bench -modes forking,spares,spawn -c 8 -rounds 5
 //
 // The load is loopback only and bounded in time; every server is killed at
 // the end, on error and on ^C. It prints; it judges nothing by its exit
