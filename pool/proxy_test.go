@@ -296,3 +296,31 @@ func TestMaxPerSource(t *testing.T) {
 	})
 }
 
+
+// A header that arrives in pieces (within proxy_timeout) is read whole, and
+// the bytes after it reach the hook untouched.
+func TestProxyProtocolHeaderInPieces(t *testing.T) {
+	p := start(t, proxyOpts("prefork", []string{"127.0.0.1"}, nil))
+	for _, v := range []byte{1, 2} {
+		h := proxyHeader(t, v, client1)
+		var s string
+		eventually(t, 10*time.Second, "served", func() bool {
+			c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			for _, part := range [][]byte{h[:3], h[3:13], h[13:], []byte("pe"), []byte("er\n")} {
+				c.Write(part)
+				time.Sleep(60 * time.Millisecond)
+			}
+			b, _ := io.ReadAll(c)
+			s = string(b)
+			return s != ""
+		})
+		if s != client1+"\n" {
+			t.Fatalf("v%d in pieces: %q", v, s)
+		}
+	}
+}

@@ -1,7 +1,10 @@
 package pool
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +15,7 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/waiter-go/waiter/activation"
 	"github.com/waiter-go/waiter/config"
@@ -82,16 +86,6 @@ func (s *Server) closeClient(c net.Conn) {
 func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 	s := w.s
 	w.slot.setPeer(addrPort(c.RemoteAddr()))
-	if w.o.ProxyProtocol {
-		pc, err := w.proxyHeader(c)
-		if err != nil {
-			w.warnf("proxy", c, "waiter: %v: closed", err)
-			c.Close()
-			return true, true
-		}
-		c = pc
-		w.slot.setPeer(addrPort(c.RemoteAddr())) // the client's, for status and max_per_source
-	}
 	if w.o.MaxPerSource > 0 {
 		if a := addrPort(c.RemoteAddr()); a.IsValid() {
 			if n := w.sb.fromSource(a.Addr()); n > w.o.MaxPerSource {
@@ -231,33 +225,117 @@ func tlsFromPEM(o config.Options, p activation.TLSPEM) (*tls.Config, error) {
 	return cfg, err
 }
 
-// proxyHeader reads the PROXY protocol header (v1 or v2) that a balancer
+// maxProxyHeader bounds the header read: v1 is at most 107 bytes, and a
+// v2 header's TLVs from the balancers in use are well under this.
+const maxProxyHeader = 1536
+
+var (
+	sigV1 = []byte("PROXY ")
+	sigV2 = []byte("\r\n\r\n\x00\r\nQUIT\n")
+)
+
+// readProxy reads the PROXY protocol header (v1 or v2) that a balancer
 // sends before anything else, in the serving process (never the master's
-// accept loop), within proxy_timeout. The returned conn's RemoteAddr is
-// the client's. A connection from a source not in proxy_from, and one
-// without a valid header, are refused.
-func (w *worker) proxyHeader(c net.Conn) (net.Conn, error) {
-	from := addrPort(c.RemoteAddr())
+// accept loop), within proxy_timeout, and returns the client's address it
+// carries (nil for a LOCAL header: the balancer's own health check). A
+// connection from a source not in proxy_from, and one without a valid
+// header, are refused. It peeks until the whole header is there, has
+// go-proxyproto parse it, and then reads just the header off the socket:
+// the stream after it is untouched.
+func (w *worker) readProxy(fd int) (net.Addr, error) {
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return nil, fmt.Errorf("PROXY protocol: %w", err)
+	}
+	src := addrPort(activation.SockaddrToAddr(sa))
 	if len(w.proxyFrom) > 0 {
 		ok := false
 		for _, p := range w.proxyFrom {
-			if from.IsValid() && p.Contains(from.Addr()) {
+			if src.IsValid() && p.Contains(src.Addr().Unmap()) {
 				ok = true
 				break
 			}
 		}
 		if !ok {
-			return nil, fmt.Errorf("PROXY protocol: %s is not in proxy_from", peer(c))
+			return nil, fmt.Errorf("PROXY protocol: %s is not in proxy_from", src)
 		}
 	}
-	pc := proxyproto.NewConn(c, proxyproto.SetReadHeaderTimeout(w.o.ProxyTimeout.D()), proxyproto.WithPolicy(proxyproto.REQUIRE))
-	// A zero-length read makes the library read the header now and say
-	// what was wrong with it; the stream itself is untouched.
-	if _, err := pc.Read(nil); err != nil {
-		if errors.Is(err, proxyproto.ErrNoProxyProtocol) {
-			return nil, fmt.Errorf("PROXY protocol: no header from %s within %s (proxy_timeout)", peer(c), w.o.ProxyTimeout)
+	deadline := time.Now().Add(w.o.ProxyTimeout.D())
+	buf := make([]byte, maxProxyHeader)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			n = -1
+		case err != nil:
+			return nil, fmt.Errorf("PROXY protocol: reading the header from %s: %w", src, err)
+		case n == 0:
+			return nil, fmt.Errorf("PROXY protocol: %s closed before its header", src)
 		}
-		return nil, fmt.Errorf("PROXY protocol: a bad header from %s: %v", peer(c), err)
+		if n > 0 {
+			size, complete, err := proxyHeaderSize(buf[:n])
+			if err != nil {
+				return nil, fmt.Errorf("PROXY protocol: a bad header from %s: %v", src, err)
+			}
+			if complete {
+				h, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(buf[:size]), max(size, 16)))
+				if err != nil {
+					return nil, fmt.Errorf("PROXY protocol: a bad header from %s: %v", src, err)
+				}
+				if _, err := unix.Read(fd, buf[:size]); err != nil { // peeked: it is there
+					return nil, fmt.Errorf("PROXY protocol: %s: %w", src, err)
+				}
+				if h.Command.IsLocal() || h.SourceAddr == nil {
+					return nil, nil
+				}
+				return h.SourceAddr, nil
+			}
+			if n == len(buf) {
+				return nil, fmt.Errorf("PROXY protocol: a header from %s longer than %d bytes", src, maxProxyHeader)
+			}
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, fmt.Errorf("PROXY protocol: no header from %s within %s (proxy_timeout)", src, w.o.ProxyTimeout)
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n >= 0 {
+			// Part of it is there: wait for more (poll says readable
+			// at once while unread bytes remain, so sleep a little).
+			time.Sleep(min(left, time.Millisecond))
+			continue
+		}
+		if _, err := unix.Poll(pfd, int((left+time.Millisecond-1)/time.Millisecond)); err != nil && err != unix.EINTR {
+			return nil, fmt.Errorf("PROXY protocol: %s: %w", src, err)
+		}
 	}
-	return pc, nil
+}
+
+// proxyHeaderSize says how long the header at the start of b is, once b
+// holds all of it; an error when b cannot start one.
+func proxyHeaderSize(b []byte) (size int, complete bool, err error) {
+	switch {
+	case bytes.HasPrefix(b, sigV2):
+		if len(b) < 16 {
+			return 0, false, nil
+		}
+		size = 16 + int(binary.BigEndian.Uint16(b[14:16]))
+		if size > maxProxyHeader {
+			return 0, false, fmt.Errorf("a v2 header of %d bytes (at most %d)", size, maxProxyHeader)
+		}
+		return size, len(b) >= size, nil
+	case bytes.HasPrefix(b, sigV1):
+		if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
+			return i + 2, true, nil
+		}
+		if len(b) >= 107 {
+			return 0, false, fmt.Errorf("a v1 header without its CRLF in 107 bytes")
+		}
+		return 0, false, nil
+	case bytes.HasPrefix(sigV2, b), bytes.HasPrefix(sigV1, b):
+		return 0, false, nil // the start of a signature: wait
+	}
+	return 0, false, fmt.Errorf("no PROXY header (the client spoke first: %q)", b[:min(len(b), 16)])
 }

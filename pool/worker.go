@@ -239,6 +239,14 @@ func (w *worker) idleHook() {
 // serveFd serves one accepted client fd; sa is its address from accept, so
 // that a client that reset before we looked still has a PEER in the logs.
 func (w *worker) serveFd(fd int, sa net.Addr, runAcceptOK bool) (more, failed bool) {
+	var from net.Addr
+	var perr error
+	if w.o.ProxyProtocol {
+		// On the raw fd, before it is a net.Conn: a peek, a poll and a
+		// read on this worker's own thread, not the netpoller and a timer
+		// for every client.
+		from, perr = w.readProxy(fd)
+	}
 	c, err := fdConn(fd)
 	if err != nil {
 		w.s.acceptFailed(fmt.Errorf("accepted socket: %w", err))
@@ -246,6 +254,15 @@ func (w *worker) serveFd(fd int, sa net.Addr, runAcceptOK bool) (more, failed bo
 	}
 	if c.RemoteAddr() == nil && sa != nil {
 		c = &peerConn{Conn: c, peer: sa}
+	}
+	if perr != nil {
+		w.slot.setPeer(addrPort(c.RemoteAddr()))
+		w.warnf("proxy", c, "waiter: %v: closed", perr)
+		c.Close()
+		return true, true
+	}
+	if from != nil {
+		c = &peerConn{Conn: c, peer: from}
 	}
 	return w.serve(c, runAcceptOK)
 }
