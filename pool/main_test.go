@@ -128,8 +128,8 @@ func scenarioServer() *pool.Server {
 				}()
 			}
 		},
-		OnAcceptError:      func(err error) { record("on_accept_error", strings.ReplaceAll(err.Error(), " ", "_")) },
-		OnAcceptOK:         func(c net.Conn) { record("on_accept_ok", c.RemoteAddr()) },
+		OnAcceptError: func(err error) { record("on_accept_error", strings.ReplaceAll(err.Error(), " ", "_")) },
+		OnAcceptOK:    func(c net.Conn) { record("on_accept_ok", c.RemoteAddr()) },
 		OnSourceLimited: func(c net.Conn) {
 			record("on_source_limited", c.RemoteAddr())
 			io.WriteString(c, "too many from you\n")

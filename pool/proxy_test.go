@@ -296,7 +296,6 @@ func TestMaxPerSource(t *testing.T) {
 	})
 }
 
-
 // A header that arrives in pieces (within proxy_timeout) is read whole, and
 // the bytes after it reach the hook untouched.
 func TestProxyProtocolHeaderInPieces(t *testing.T) {
