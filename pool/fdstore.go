@@ -116,6 +116,13 @@ func (s *Server) store(socks []*activation.Socket) bool {
 	if fdstoreMax() < len(socks) || len(socks) == 0 {
 		return false
 	}
+	for _, sk := range socks {
+		if _, ok := sk.Addr.(*net.TCPAddr); !ok {
+			// A unix socket's file is removed at the stop: the stored
+			// socket would outlive its name. Not stored.
+			return false
+		}
+	}
 	fds := make([]int, len(socks))
 	for i, sk := range socks {
 		fds[i] = sk.Fd

@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -283,4 +284,38 @@ func TestForkingShedsAfterMaxforkWait(t *testing.T) {
 		s, err := talk(p.addr, "hello")
 		return err == nil && s == "hello world\n"
 	})
+}
+
+// A burst past maxfork never runs more than maxfork workers with a client:
+// those the accept loop took before its pause wait in the master.
+func TestForkingBurstNeverPastMaxfork(t *testing.T) {
+	o := forking(2, 4, func(o *config.Options) { o.MaxforkWait = config.Duration(time.Hour) })
+	path := withControl(t, &o)
+	p := start(t, o)
+	talkRetry(t, p.addr, "hello")
+	var conns []net.Conn
+	for i := 0; i < 24; i++ {
+		c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "hold\n")
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	most := 0
+	for i := 0; i < 30; i++ {
+		if n := len(busyWorkers(status(t, path))); n > most {
+			most = n
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("24 held clients on maxfork 4: at most %d busy", most)
+	if most != 4 {
+		t.Fatalf("want exactly maxfork (4) workers busy, at most %d", most)
+	}
 }

@@ -323,3 +323,21 @@ func TestProxyProtocolHeaderInPieces(t *testing.T) {
 		}
 	}
 }
+
+// On a dual-stack socket IPv4 clients come as ::ffff:a.b.c.d: counted as
+// the same source.
+func TestMaxPerSourceDualStack(t *testing.T) {
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	o := prefork(4, 4, func(o *config.Options) { o.Listen = "[::]:" + port; o.MaxPerSource = 1 })
+	p := startWith(t, o, nil)
+	talkRetry(t, addr, "hello")
+	holdFrom(t, "127.0.0.1", addr, nil)
+	c := dialFrom(t, "127.0.0.1", addr)
+	io.WriteString(c, "hello\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, _ := io.ReadAll(c); string(b) != "too many from you\n" {
+		t.Fatalf("the second from 127.0.0.1 on [::]: want on_source_limited's reply, have %q", b)
+	}
+	_ = p
+}

@@ -88,7 +88,9 @@ func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 	w.slot.setPeer(addrPort(c.RemoteAddr()))
 	if w.o.MaxPerSource > 0 {
 		if a := addrPort(c.RemoteAddr()); a.IsValid() {
-			if n := w.sb.fromSource(a.Addr()); n > w.o.MaxPerSource {
+			// Unmapped: a dual-stack socket gives IPv4 clients as
+			// ::ffff:a.b.c.d, and the scoreboard keeps them unmapped.
+			if n := w.sb.fromSource(a.Addr().Unmap()); n > w.o.MaxPerSource {
 				w.warnf("source", c, "waiter: %s has %d clients served (max_per_source %d): closing this one", a.Addr(), n-1, w.o.MaxPerSource)
 				s.hk.SourceLimited(c)
 				s.closeClient(c)
@@ -301,13 +303,16 @@ func (w *worker) readProxy(fd int) (net.Addr, error) {
 			return nil, fmt.Errorf("PROXY protocol: no header from %s within %s (proxy_timeout)", src, w.o.ProxyTimeout)
 		}
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n >= 0 {
-			// Part of it is there: wait for more (poll says readable
-			// at once while unread bytes remain, so sleep a little).
-			time.Sleep(min(left, time.Millisecond))
-			continue
+		if n > 0 {
+			// Part of it is there: poll would say readable at once while
+			// those bytes stay unread; SO_RCVLOWAT makes it wait for more.
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, n+1)
 		}
-		if _, err := unix.Poll(pfd, int((left+time.Millisecond-1)/time.Millisecond)); err != nil && err != unix.EINTR {
+		_, err = unix.Poll(pfd, int((left+time.Millisecond-1)/time.Millisecond))
+		if n > 0 {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
+		}
+		if err != nil && err != unix.EINTR {
 			return nil, fmt.Errorf("PROXY protocol: %s: %w", src, err)
 		}
 	}
