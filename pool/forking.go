@@ -156,7 +156,8 @@ func (sv *supervisor) accepted(a acceptEv) {
 			sv.s.accepted(c)
 		}
 	}
-	if sv.census().serving+len(sv.waiting) >= sv.cur.opts.o.Maxfork && !sv.shedding && len(sv.waiting) < maxQueued {
+	full := sv.census().serving+len(sv.waiting) >= sv.cur.opts.o.Maxfork
+	if full && !sv.shedding && len(sv.waiting) < maxQueued {
 		// The pool is full and this client was accepted before the pause
 		// took effect: it waits here for a worker (startWaiting checks
 		// maxfork), never started past it.
@@ -166,7 +167,7 @@ func (sv *supervisor) accepted(a acceptEv) {
 		sv.waiting = append(sv.waiting, a)
 		return
 	}
-	if sv.census().serving+len(sv.waiting) < sv.cur.opts.o.Maxfork {
+	if !full {
 		if c != nil {
 			c.Close() // the master's view only; the worker has its own fd
 		}

@@ -84,8 +84,12 @@ func (sv *supervisor) sample(now time.Time) {
 		if sl.Served() == 0 && sl.State() != stateBusy {
 			if now.Sub(sv.obs.freshWarn) >= time.Minute {
 				sv.obs.freshWarn = now
+				limit := " (" + o.MaxWorkerRSS.String() + ")"
+				if hard > 0 && rss > hard {
+					limit = "_hard (" + o.MaxWorkerRSSHard.String() + ")"
+				}
 				sv.log.Errorf("waiter: a new %s (pid %d) already uses %s of memory, above max_worker_rss%s: the limit is below what a worker starts with; workers that have served no client are not ended for it",
-					k.kind, k.pid, humanSize(rss), map[bool]string{true: "_hard (" + o.MaxWorkerRSSHard.String() + ")", false: " (" + o.MaxWorkerRSS.String() + ")"}[hard > 0 && rss > hard])
+					k.kind, k.pid, humanSize(rss), limit)
 			}
 			continue
 		}
