@@ -271,10 +271,13 @@ func TestMaxPerSource(t *testing.T) {
 		if n := p.count("on_source_limited"); n != 1 {
 			t.Fatalf("on_source_limited: want 1, have %d", n)
 		}
-		st := status(t, path)
-		if n := len(busyWorkers(st)); n != 3 {
-			t.Fatalf("want 3 busy (two from .1, one from .2), have %d", n)
-		}
+		// The worker that answered c2 is busy until its on_close returns,
+		// which can be just after c2 reads EOF: wait for it to settle.
+		var n int
+		eventually(t, 5*time.Second, "3 busy (two from .1, one from .2)", func() bool {
+			n = len(busyWorkers(status(t, path)))
+			return n == 3
+		})
 		eventually(t, 3*time.Second, "the limit logged", func() bool {
 			return strings.Contains(p.stderr.String(), "127.0.0.1 has 2 clients served (max_per_source 2)")
 		})
