@@ -47,7 +47,7 @@ func BenchmarkReadProxy(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				c.Write(hb)
-				from, err := w.readProxy(fd)
+				from, _, err := w.readProxy(fd, nil)
 				if err != nil || from == nil {
 					b.Fatal(from, err)
 				}

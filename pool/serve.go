@@ -239,17 +239,24 @@ var (
 // readProxy reads the PROXY protocol header (v1 or v2) that a balancer
 // sends before anything else, in the serving process (never the master's
 // accept loop), within proxy_timeout, and returns the client's address it
-// carries (nil for a LOCAL header: the balancer's own health check). A
-// connection from a source not in proxy_from, and one without a valid
-// header, are refused. It peeks until the whole header is there, has
-// go-proxyproto parse it, and then reads just the header off the socket:
-// the stream after it is untouched.
-func (w *worker) readProxy(fd int) (net.Addr, error) {
-	sa, err := unix.Getpeername(fd)
-	if err != nil {
-		return nil, fmt.Errorf("PROXY protocol: %w", err)
+// carries (nil for a LOCAL header: the balancer's own health check) and
+// the bytes that came after the header in the same reads (the client's
+// first bytes: the caller's conn returns them first). A connection from a
+// source not in proxy_from, and one without a valid header, are refused.
+// sa is the address accept(2) returned (nil: it asks getpeername).
+//
+// It reads on the raw fd, on this worker's own thread: one read when the
+// header is in (the listener's TCP_DEFER_ACCEPT makes that the rule), a
+// poll and more reads when it comes in pieces; go-proxyproto parses it.
+func (w *worker) readProxy(fd int, sa net.Addr) (from net.Addr, rest []byte, err error) {
+	src := addrPort(sa)
+	if !src.IsValid() {
+		psa, err := unix.Getpeername(fd)
+		if err != nil {
+			return nil, nil, fmt.Errorf("PROXY protocol: %w", err)
+		}
+		src = addrPort(activation.SockaddrToAddr(psa))
 	}
-	src := addrPort(activation.SockaddrToAddr(sa))
 	if len(w.proxyFrom) > 0 {
 		ok := false
 		for _, p := range w.proxyFrom {
@@ -259,63 +266,91 @@ func (w *worker) readProxy(fd int) (net.Addr, error) {
 			}
 		}
 		if !ok {
-			return nil, fmt.Errorf("PROXY protocol: %s is not in proxy_from", src)
+			return nil, nil, fmt.Errorf("PROXY protocol: %s is not in proxy_from", src)
 		}
 	}
-	deadline := time.Now().Add(w.o.ProxyTimeout.D())
-	buf := make([]byte, maxProxyHeader)
+	if w.proxyBuf == nil {
+		w.proxyBuf = make([]byte, maxProxyHeader)
+		w.proxyRd = bufio.NewReaderSize(&w.proxyHdr, maxProxyHeader)
+	}
+	buf := w.proxyBuf
+	var deadline time.Time
+	have := 0
 	for {
-		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		n, _, err := unix.Recvfrom(fd, buf[have:], unix.MSG_DONTWAIT) // the fd blocks: accept4 leaves it so
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			n = -1
 		case err != nil:
-			return nil, fmt.Errorf("PROXY protocol: reading the header from %s: %w", src, err)
+			return nil, nil, fmt.Errorf("PROXY protocol: reading the header from %s: %w", src, err)
 		case n == 0:
-			return nil, fmt.Errorf("PROXY protocol: %s closed before its header", src)
-		}
-		if n > 0 {
-			size, complete, err := proxyHeaderSize(buf[:n])
+			return nil, nil, fmt.Errorf("PROXY protocol: %s closed before its header", src)
+		default:
+			have += n
+			size, complete, err := proxyHeaderSize(buf[:have])
 			if err != nil {
-				return nil, fmt.Errorf("PROXY protocol: a bad header from %s: %v", src, err)
+				return nil, nil, fmt.Errorf("PROXY protocol: a bad header from %s: %v", src, err)
 			}
 			if complete {
-				h, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(buf[:size]), max(size, 16)))
+				w.proxyHdr.Reset(buf[:size])
+				w.proxyRd.Reset(&w.proxyHdr)
+				h, err := proxyproto.Read(w.proxyRd)
 				if err != nil {
-					return nil, fmt.Errorf("PROXY protocol: a bad header from %s: %v", src, err)
+					return nil, nil, fmt.Errorf("PROXY protocol: a bad header from %s: %v", src, err)
 				}
-				if _, err := unix.Read(fd, buf[:size]); err != nil { // peeked: it is there
-					return nil, fmt.Errorf("PROXY protocol: %s: %w", src, err)
+				if have > size {
+					rest = bytes.Clone(buf[size:have]) // buf is the next client's
 				}
 				if h.Command.IsLocal() || h.SourceAddr == nil {
-					return nil, nil
+					return nil, rest, nil
 				}
-				return h.SourceAddr, nil
+				return h.SourceAddr, rest, nil
 			}
-			if n == len(buf) {
-				return nil, fmt.Errorf("PROXY protocol: a header from %s longer than %d bytes", src, maxProxyHeader)
+			if have == len(buf) {
+				return nil, nil, fmt.Errorf("PROXY protocol: a header from %s longer than %d bytes", src, maxProxyHeader)
 			}
+			continue // read until EAGAIN before polling
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(w.o.ProxyTimeout.D())
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil, fmt.Errorf("PROXY protocol: no header from %s within %s (proxy_timeout)", src, w.o.ProxyTimeout)
+			return nil, nil, fmt.Errorf("PROXY protocol: no header from %s within %s (proxy_timeout)", src, w.o.ProxyTimeout)
 		}
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n > 0 {
-			// Part of it is there: poll would say readable at once while
-			// those bytes stay unread; SO_RCVLOWAT makes it wait for more.
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, n+1)
-		}
-		_, err = unix.Poll(pfd, int((left+time.Millisecond-1)/time.Millisecond))
-		if n > 0 {
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
-		}
-		if err != nil && err != unix.EINTR {
-			return nil, fmt.Errorf("PROXY protocol: %s: %w", src, err)
+		if _, err := unix.Poll(pfd, int((left+time.Millisecond-1)/time.Millisecond)); err != nil && err != unix.EINTR {
+			return nil, nil, fmt.Errorf("PROXY protocol: %s: %w", src, err)
 		}
 	}
+}
+
+// deferAccept keeps the listeners' TCP_DEFER_ACCEPT in step with
+// proxy_protocol (at the start and at each reload). A balancer always
+// speaks first, so the kernel can hold a connection until its header is in:
+// the worker that accepts it then reads the header at once, instead of
+// looking too early and sleeping in poll until it comes (a sleep and a
+// wake-up per client: a third of plain prefork's rate, measured), and a
+// connection that never sends one costs no worker for its first second.
+// One second, the least the kernel counts, not proxy_timeout: held
+// connections fill the SYN queue, and the wait is for a packet already on
+// its way. It turns the option off again only where it set it: an
+// inherited socket may have it from the socket unit's DeferAcceptSec=.
+func (s *Server) deferAccept(o config.Options) {
+	if !o.ProxyProtocol && !s.deferred {
+		return
+	}
+	d := time.Duration(0)
+	if o.ProxyProtocol {
+		d = time.Second
+	}
+	for _, sk := range s.sockets {
+		if err := sk.DeferAccept(d); err != nil {
+			s.log.Warnf("waiter: %v (PROXY clients are served, each worker waiting for its header)", err)
+		}
+	}
+	s.deferred = o.ProxyProtocol
 }
 
 // proxyHeaderSize says how long the header at the start of b is, once b

@@ -107,6 +107,7 @@ type Server struct {
 	child    bool
 	sockets  []*activation.Socket
 	bound    []*activation.Socket // the sockets Run bound itself
+	deferred bool                 // TCP_DEFER_ACCEPT set for PROXY (serve.go; the supervisor's)
 	logSetUp bool
 	sb       *scoreboard
 	master   int

@@ -152,6 +152,7 @@ func newSupervisor(s *Server, m mode, g *generation, e env, sb *scoreboard) *sup
 func (sv *supervisor) apply(g *generation) {
 	o := g.opts.o
 	sv.target, sv.spares, sv.fixed = o.Prefork, o.Spares, o.FixedPool()
+	sv.s.deferAccept(o)
 }
 
 // events are the channels the loop reads, each fed by one goroutine.

@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -43,6 +45,11 @@ type worker struct {
 	sigs chan syscall.Signal      // HUP, USR1, USR2: the on_child_sig_* hooks
 	// proxyFrom is proxy_from, parsed once (Validate checked it).
 	proxyFrom []netip.Prefix
+	// readProxy's buffer and go-proxyproto's reader of it, reused from
+	// client to client.
+	proxyBuf []byte
+	proxyHdr bytes.Reader
+	proxyRd  *bufio.Reader
 }
 
 // Messages a worker sends the supervisor: 4 bytes on the event pipe (atomic,
@@ -240,12 +247,13 @@ func (w *worker) idleHook() {
 // that a client that reset before we looked still has a PEER in the logs.
 func (w *worker) serveFd(fd int, sa net.Addr, runAcceptOK bool) (more, failed bool) {
 	var from net.Addr
+	var rest []byte
 	var perr error
 	if w.o.ProxyProtocol {
-		// On the raw fd, before it is a net.Conn: a peek, a poll and a
-		// read on this worker's own thread, not the netpoller and a timer
-		// for every client.
-		from, perr = w.readProxy(fd)
+		// On the raw fd, before it is a net.Conn: a read (a poll when the
+		// header comes in pieces) on this worker's own thread, not the
+		// netpoller and a timer for every client.
+		from, rest, perr = w.readProxy(fd, sa)
 	}
 	c, err := fdConn(fd)
 	if err != nil {
@@ -261,18 +269,36 @@ func (w *worker) serveFd(fd int, sa net.Addr, runAcceptOK bool) (more, failed bo
 		c.Close()
 		return true, true
 	}
-	if from != nil {
-		c = &peerConn{Conn: c, peer: from}
+	if from != nil || len(rest) > 0 {
+		if from == nil {
+			from = c.RemoteAddr() // a LOCAL header: the balancer's own
+		}
+		c = &peerConn{Conn: c, peer: from, rest: rest}
 	}
 	return w.serve(c, runAcceptOK)
 }
 
 // peerConn supplies the address accept(2) returned when getpeername(2)
-// no longer can (the client reset first).
+// no longer can (the client reset first), or the one a PROXY header
+// carried; rest is what the client sent after that header in the reads
+// that took it, which Read returns before the socket's.
 type peerConn struct {
 	net.Conn
 	peer net.Addr
+	rest []byte
 }
 
 func (c *peerConn) RemoteAddr() net.Addr { return c.peer }
-func (c *peerConn) Unwrap() net.Conn     { return c.Conn }
+
+// Unwrap gives the socket's own conn (to set its options): read through c,
+// which returns rest first.
+func (c *peerConn) Unwrap() net.Conn { return c.Conn }
+
+func (c *peerConn) Read(b []byte) (int, error) {
+	if len(c.rest) > 0 {
+		n := copy(b, c.rest)
+		c.rest = c.rest[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}

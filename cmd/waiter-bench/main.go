@@ -83,6 +83,9 @@ type settings struct {
 	// Load, when set, only runs the load generator against this address
 	// (a server started by hand, for profiling it).
 	Load string
+	// LoadProxy, with Load, has every client send a PROXY header of this
+	// version (1 or 2) first; 0: none.
+	LoadProxy int
 }
 
 // allModes, in the order they run and print.
@@ -109,8 +112,12 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.BoolVar(&st.Quick, "quick", false, "a smoke run: 1 round of 1s, short warm-up, 2 starts (flags given explicitly still win)")
 	fs.BoolVar(&st.Verbose, "v", false, "print each round and the first error of each kind")
 	fs.StringVar(&st.Load, "load", "", "only run the load generator against this loopback host:port (-c, -duration, -rounds), for profiling a server started by hand")
+	fs.IntVar(&st.LoadProxy, "load-proxy", 0, "with -load: every client sends a PROXY protocol header of this version (1 or 2) first")
 	if err := fs.Parse(args); err != nil {
 		return st, err
+	}
+	if st.LoadProxy != 0 && st.LoadProxy != 1 && st.LoadProxy != 2 {
+		return st, fmt.Errorf("-load-proxy: %d is not a PROXY protocol version (1 or 2; 0: none)", st.LoadProxy)
 	}
 	if fs.NArg() > 0 {
 		return st, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -345,7 +352,7 @@ func (b *bench) loadOnly(ctx context.Context) error {
 	b.st.Verbose = true
 	for r := 1; r <= b.st.Rounds; r++ {
 		for _, c := range b.st.Concs {
-			res, err := runLoad(ctx, loadOptions{Addr: ap, Conc: c, Duration: b.st.Duration, Timeout: b.st.Timeout, Engine: b.st.Engine})
+			res, err := runLoad(ctx, loadOptions{Addr: ap, Conc: c, Duration: b.st.Duration, Timeout: b.st.Timeout, Engine: b.st.Engine, Proxy: b.st.LoadProxy})
 			if err != nil {
 				return err
 			}
