@@ -10,18 +10,29 @@ import (
 // A group is modes measured together, in the same slices of time, so that
 // their ratio does not depend on the load of the moment on a shared
 // machine: plain prefork with its variants (prefork+ops, prefork+proxy1,
-// prefork+proxy2), and forking (no spares) with the bare spawn loop. The
-// first mode of a group is the one the others are compared with.
+// prefork+proxy2), prefork with echo on with its PROXY variants
+// (prefork+echo+proxy1, prefork+echo+proxy2), and forking (no spares) with
+// the bare spawn loop. The first mode of a group is the one the others are
+// compared with.
 
 // preforkVariants are compared with plain prefork, in this order.
 var preforkVariants = []string{"prefork+ops", "prefork+proxy1", "prefork+proxy2"}
 
+// echoVariants are compared with prefork+echo, in this order.
+var echoVariants = []string{"prefork+echo+proxy1", "prefork+echo+proxy2"}
+
 // groups are the groups of the run's modes, each of two modes or more.
 func (b *bench) groups() [][]string {
 	var gs [][]string
-	if slices.Contains(b.st.Modes, "prefork") {
-		g := []string{"prefork"}
-		for _, m := range preforkVariants {
+	for _, base := range []struct {
+		mode     string
+		variants []string
+	}{{"prefork", preforkVariants}, {"prefork+echo", echoVariants}} {
+		if !slices.Contains(b.st.Modes, base.mode) {
+			continue
+		}
+		g := []string{base.mode}
+		for _, m := range base.variants {
 			if slices.Contains(b.st.Modes, m) {
 				g = append(g, m)
 			}
@@ -116,7 +127,7 @@ func (b *bench) measureGroup(ctx context.Context, g []string, round int) error {
 			}
 			return r, err
 		}
-		o.Addr, o.Proxy = m.s.addr, m.s.spec.Proxy
+		o.Addr, o.Proxy, o.Echo = m.s.addr, m.s.spec.Proxy, m.s.spec.Echo
 		return b.loadOn(ctx, m.s, m.w, o)
 	}
 	n := sliceCount(b.st.Duration)

@@ -95,10 +95,45 @@ type loadOptions struct {
 	// Proxy, when 1 or 2, is the PROXY protocol version of a header each
 	// client writes right after connecting, before it reads the greeting.
 	Proxy int
+	// Echo: the client speaks first, as with a server that echoes (waiterd
+	// -echo, echo.go): it writes echoLine (after the header, in the same
+	// write), half-closes, and wants the greeting and the line back.
+	Echo bool
 }
 
-// client makes one connection: connect, (write the header,) read to EOF,
-// check, close.
+// request is what one client loop sends on each connection and the reply
+// it wants.
+type request struct {
+	// write is written at once after connecting, in one write: a PROXY
+	// header, a request line, or both; empty: nothing.
+	write []byte
+	// closeWrite: half-close after the write (a client that speaks first
+	// and has said all it will).
+	closeWrite bool
+	// want is the whole reply, read to EOF.
+	want []byte
+}
+
+// requestFor is client number i's request under o.
+func requestFor(o loadOptions, i int) (request, error) {
+	rq := request{want: []byte(greeting)}
+	if o.Proxy != 0 {
+		hdr, err := proxyHeader(o.Proxy, i, o.Addr)
+		if err != nil {
+			return rq, err
+		}
+		rq.write = hdr
+	}
+	if o.Echo {
+		rq.write = append(rq.write, echoLine...)
+		rq.closeWrite = true
+		rq.want = []byte(echoReply)
+	}
+	return rq, nil
+}
+
+// client makes one connection: connect, (write the header and the request
+// line, half-close,) read to EOF, check, close.
 type client func() error
 
 // runLoad runs Conc clients, each connecting, reading the greeting to EOF,
@@ -113,22 +148,22 @@ func runLoad(ctx context.Context, o loadOptions) (loadResult, error) {
 	if o.Conc < 1 || o.Duration <= 0 || o.Timeout <= 0 {
 		return loadResult{}, fmt.Errorf("load: bad settings: %d clients, %s, timeout %s", o.Conc, o.Duration, o.Timeout)
 	}
-	var mk func(hdr []byte) client
+	var mk func(rq request) client
 	switch o.Engine {
 	case "net", "":
-		mk = func(hdr []byte) client { return netClient(o.Addr, o.Timeout, hdr) }
+		mk = func(rq request) client { return netClient(o.Addr, o.Timeout, rq) }
 	case "raw":
-		mk = func(hdr []byte) client { return rawClient(o.Addr, o.Timeout, hdr) }
+		mk = func(rq request) client { return rawClient(o.Addr, o.Timeout, rq) }
 	default:
 		return loadResult{}, fmt.Errorf("load: unknown engine %q (want raw or net)", o.Engine)
 	}
-	hdrs := make([][]byte, o.Conc)
-	if o.Proxy != 0 {
-		for i := range hdrs {
-			var err error
-			if hdrs[i], err = proxyHeader(o.Proxy, i, o.Addr); err != nil {
-				return loadResult{}, fmt.Errorf("load: %w", err)
-			}
+	// Built once per client loop: what a connection costs the generator is
+	// the write, not the encoding.
+	rqs := make([]request, o.Conc)
+	for i := range rqs {
+		var err error
+		if rqs[i], err = requestFor(o, i); err != nil {
+			return loadResult{}, fmt.Errorf("load: %w", err)
 		}
 	}
 	type part struct {
@@ -142,9 +177,9 @@ func runLoad(ctx context.Context, o loadOptions) (loadResult, error) {
 	var wg sync.WaitGroup
 	for i := range parts {
 		wg.Add(1)
-		go func(p *part, hdr []byte) {
+		go func(p *part, rq request) {
 			defer wg.Done()
-			once := mk(hdr)
+			once := mk(rq)
 			p.lat = make([]time.Duration, 0, 4096)
 			for ctx.Err() == nil {
 				t0 := time.Now()
@@ -172,7 +207,7 @@ func runLoad(ctx context.Context, o loadOptions) (loadResult, error) {
 				// a tight loop; this keeps the error counts meaningful.
 				time.Sleep(time.Millisecond)
 			}
-		}(&parts[i], hdrs[i])
+		}(&parts[i], rqs[i])
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
@@ -198,9 +233,10 @@ func runLoad(ctx context.Context, o loadOptions) (loadResult, error) {
 	return r, nil
 }
 
-// checkReply compares what was read to EOF with the greeting.
-func checkReply(b []byte) error {
-	if !bytes.Equal(b, []byte(greeting)) {
+// checkReply compares what was read to EOF with the reply wanted (the
+// greeting, or the greeting and the echoed line).
+func checkReply(b, want []byte) error {
+	if !bytes.Equal(b, want) {
 		if len(b) > 32 {
 			b = b[:32]
 		}
@@ -209,12 +245,12 @@ func checkReply(b []byte) error {
 	return nil
 }
 
-// rawClient connects with blocking syscalls: socket, connect, (write,)
-// read, read, close, and nothing else, so that the generator takes as
-// little of the machine's CPU from the server as it can. SO_SNDTIMEO
-// bounds connect and the write, SO_RCVTIMEO each read. hdr, when not
-// empty, is written at once after connecting.
-func rawClient(addr netip.AddrPort, timeout time.Duration, hdr []byte) client {
+// rawClient connects with blocking syscalls: socket, connect, (write,
+// shutdown,) read, read, close, and nothing else, so that the generator
+// takes as little of the machine's CPU from the server as it can.
+// SO_SNDTIMEO bounds connect and the write, SO_RCVTIMEO each read.
+// rq.write, when not empty, is written at once after connecting.
+func rawClient(addr netip.AddrPort, timeout time.Duration, rq request) client {
 	sa := &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
 	tv := unix.NsecToTimeval(timeout.Nanoseconds())
 	buf := make([]byte, 64)
@@ -236,8 +272,8 @@ func rawClient(addr netip.AddrPort, timeout time.Duration, hdr []byte) client {
 		if err != nil {
 			return os.NewSyscallError("connect", err)
 		}
-		for w := 0; w < len(hdr); {
-			m, err := unix.Write(fd, hdr[w:])
+		for w := 0; w < len(rq.write); {
+			m, err := unix.Write(fd, rq.write[w:])
 			if err == unix.EINTR && time.Now().Before(deadline) {
 				continue
 			}
@@ -246,10 +282,15 @@ func rawClient(addr netip.AddrPort, timeout time.Duration, hdr []byte) client {
 			}
 			w += m
 		}
+		if rq.closeWrite {
+			if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+				return os.NewSyscallError("shutdown", err)
+			}
+		}
 		n := 0
 		for {
 			if n == len(buf) {
-				return checkReply(buf) // far longer than the greeting
+				return checkReply(buf, rq.want) // far longer than the reply
 			}
 			m, err := unix.Read(fd, buf[n:])
 			if err == unix.EINTR && time.Now().Before(deadline) {
@@ -259,7 +300,7 @@ func rawClient(addr netip.AddrPort, timeout time.Duration, hdr []byte) client {
 				return os.NewSyscallError("read", err)
 			}
 			if m == 0 {
-				return checkReply(buf[:n])
+				return checkReply(buf[:n], rq.want)
 			}
 			n += m
 		}
@@ -294,9 +335,9 @@ func waitConnected(fd int, deadline time.Time) error {
 	}
 }
 
-// netClient connects the ordinary Go way; hdr, when not empty, is written
-// at once after connecting.
-func netClient(addr netip.AddrPort, timeout time.Duration, hdr []byte) client {
+// netClient connects the ordinary Go way; rq.write, when not empty, is
+// written at once after connecting.
+func netClient(addr netip.AddrPort, timeout time.Duration, rq request) client {
 	ta := net.TCPAddrFromAddrPort(addr)
 	d := net.Dialer{Timeout: timeout}
 	buf := make([]byte, 64)
@@ -308,20 +349,25 @@ func netClient(addr netip.AddrPort, timeout time.Duration, hdr []byte) client {
 		}
 		defer c.Close()
 		c.SetDeadline(deadline)
-		if len(hdr) > 0 {
-			if _, err := c.Write(hdr); err != nil {
+		if len(rq.write) > 0 {
+			if _, err := c.Write(rq.write); err != nil {
+				return err
+			}
+		}
+		if rq.closeWrite {
+			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 				return err
 			}
 		}
 		n := 0
 		for {
 			if n == len(buf) {
-				return checkReply(buf)
+				return checkReply(buf, rq.want)
 			}
 			m, err := c.Read(buf[n:])
 			n += m
 			if errors.Is(err, io.EOF) {
-				return checkReply(buf[:n])
+				return checkReply(buf[:n], rq.want)
 			}
 			if err != nil {
 				return err

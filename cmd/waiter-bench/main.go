@@ -17,16 +17,24 @@
 // leaving them on as the ratio of the two (prefork+ops in ops.go). The
 // same pool with the PROXY protocol on, each client sending a v1 or v2
 // header first (prefork+proxy1, prefork+proxy2 in proxy.go), is in the
-// same group of slices; forking mode and the bare spawn loop are paired
-// the same way (group.go).
+// same group of slices. Plain waiterd greets and closes without reading,
+// so a PROXY client also costs the server a read that a plain one does
+// not: the same pool with waiterd's echo on, each client writing a line
+// ("ping\n", after its header in the same write), half-closing and
+// wanting the greeting and the line back (prefork+echo, and with a v1 or
+// v2 header prefork+echo+proxy1, prefork+echo+proxy2 in echo.go), is a
+// group of its own, which gives the header's own cost against a protocol
+// that reads anyway. Forking mode and the bare spawn loop are paired the
+// same way (group.go).
 //
 // Usage (from the repository):
 //
-//	go run ./cmd/waiter-bench            # the full run, about 9 minutes on 2 cores
+//	go run ./cmd/waiter-bench            # the full run, about 12 minutes on 2 cores
 //	go run ./cmd/waiter-bench -quick     # a smoke run, under a minute
 //	go run ./cmd/waiter-bench -modes baseline,prefork -c 64 -rounds 5
 //	go run ./cmd/waiter-bench -modes prefork,prefork+ops -c 64 -rounds 5 -startups 0
 //	go run ./cmd/waiter-bench -modes prefork,prefork+proxy1,prefork+proxy2 -c 64 -rounds 5 -startups 0
+//	go run ./cmd/waiter-bench -modes prefork+echo,prefork+echo+proxy1,prefork+echo+proxy2 -c 64 -rounds 5 -startups 0
 //	go run ./cmd/waiter-bench -modes forking,spares,spawn -c 8 -rounds 5
 //
 // The load is loopback only and bounded in time; every server is killed at
@@ -89,7 +97,8 @@ type settings struct {
 }
 
 // allModes, in the order they run and print.
-var allModes = []string{"baseline", "nofork", "forking", "spares", "prefork", "prefork+ops", "prefork+proxy1", "prefork+proxy2", "spawn"}
+var allModes = []string{"baseline", "nofork", "forking", "spares", "prefork", "prefork+ops", "prefork+proxy1", "prefork+proxy2",
+	"prefork+echo", "prefork+echo+proxy1", "prefork+echo+proxy2", "spawn"}
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	var st settings
@@ -315,6 +324,18 @@ func (b *bench) run(ctx context.Context) error {
 			"-prefork", strconv.Itoa(b.st.Prefork), "-maxfork", strconv.Itoa(b.st.Maxfork),
 			"-proxy-protocol", "-proxy-from", "127.0.0.0/8"}}
 	}
+	// prefork's arguments and waiterd's echo on (its demo setting echo, a
+	// flag as every setting is): every client writes a line, half-closes
+	// and wants the greeting and the line back; with the PROXY protocol
+	// on too, the header first, in the same write.
+	b.specs["prefork+echo"] = serverSpec{Name: "prefork+echo", Exe: b.waiterd, Echo: true, Args: []string{"-listen", "{addr}",
+		"-prefork", strconv.Itoa(b.st.Prefork), "-maxfork", strconv.Itoa(b.st.Maxfork), "-echo"}}
+	for v := 1; v <= 2; v++ {
+		m := fmt.Sprintf("prefork+echo+proxy%d", v)
+		b.specs[m] = serverSpec{Name: m, Exe: b.waiterd, Echo: true, Proxy: v, Args: []string{"-listen", "{addr}",
+			"-prefork", strconv.Itoa(b.st.Prefork), "-maxfork", strconv.Itoa(b.st.Maxfork), "-echo",
+			"-proxy-protocol", "-proxy-from", "127.0.0.0/8"}}
+	}
 	b.logf("about %s of load: %d rounds x %d modes x %d concurrencies x (%s + %s warm-up)",
 		b.st.estimate().Round(time.Second), b.st.Rounds, len(b.st.Modes), len(b.st.Concs), b.st.Duration, b.st.Warmup)
 
@@ -437,7 +458,7 @@ func (b *bench) measure(ctx context.Context, mode string, round int) error {
 		defer w.stop()
 	}
 	for _, c := range b.st.Concs {
-		o := loadOptions{Addr: s.addr, Conc: c, Duration: b.st.Warmup, Timeout: b.st.Timeout, Engine: b.st.Engine, Proxy: s.spec.Proxy}
+		o := loadOptions{Addr: s.addr, Conc: c, Duration: b.st.Warmup, Timeout: b.st.Timeout, Engine: b.st.Engine, Proxy: s.spec.Proxy, Echo: s.spec.Echo}
 		if b.st.Warmup > 0 {
 			if _, err := runLoad(ctx, o); err != nil {
 				return err

@@ -60,6 +60,10 @@ func (b *bench) modeLabel(m string) string {
 		return fmt.Sprintf("prefork %d..%d, metrics+control watched", b.st.Prefork, b.st.Maxfork)
 	case "prefork+proxy1", "prefork+proxy2":
 		return fmt.Sprintf("prefork %d..%d, PROXY v%s header", b.st.Prefork, b.st.Maxfork, strings.TrimPrefix(m, "prefork+proxy"))
+	case "prefork+echo":
+		return fmt.Sprintf("prefork %d..%d, echo", b.st.Prefork, b.st.Maxfork)
+	case "prefork+echo+proxy1", "prefork+echo+proxy2":
+		return fmt.Sprintf("prefork %d..%d, echo, PROXY v%s header", b.st.Prefork, b.st.Maxfork, strings.TrimPrefix(m, "prefork+echo+proxy"))
 	case "spares-paced":
 		return fmt.Sprintf("waiterd forking, %d spares, paced %s", b.st.Spares, b.st.Pace)
 	case "spawn":
@@ -173,6 +177,11 @@ func (b *bench) targets(w io.Writer) {
 			atLeast(m+" c=64 conn/s vs prefork (same run)", r, 0.95, "x")
 		}
 	}
+	for _, m := range echoVariants {
+		if r, ok := b.ratioOf(m, "prefork+echo", 64); ok {
+			atLeast(m+" c=64 conn/s vs prefork+echo (same run)", r, 0.95, "x")
+		}
+	}
 	vsBase("prefork", 1, 0.9)
 	vsBase("nofork", 1, 0.9)
 	if r, ok := b.row("forking", 8); ok {
@@ -195,7 +204,7 @@ func (b *bench) targets(w io.Writer) {
 	if len(ts) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\ntargets (issue 7, the metrics issue's ops cost, the PROXY protocol's cost; for people to judge: this exit status does not depend on them)")
+	fmt.Fprintln(w, "\ntargets (issue 7, the metrics issue's ops cost, the PROXY protocol's cost, plain and against echo; for people to judge: this exit status does not depend on them)")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\thave\twant\t\tby")
 	for _, t := range ts {
@@ -392,20 +401,28 @@ func (b *bench) opsReport(w io.Writer) {
 }
 
 // proxyReport prints the cost of the PROXY protocol: prefork reading a v1
-// or v2 header from every client, over plain prefork.
+// or v2 header from every client, over plain prefork; then the same with
+// echo on, where every client writes a line and half-closes and the
+// server reads it whether or not a header came first: the header's own
+// cost.
 func (b *bench) proxyReport(w io.Writer) {
-	if !slices.Contains(b.st.Modes, "prefork") {
-		return
-	}
-	for _, v := range []string{"1", "2"} {
-		m := "prefork+proxy" + v
-		if !slices.Contains(b.st.Modes, m) {
+	for _, base := range []struct{ mode, prefix, how, what, ds string }{
+		{"prefork", "prefork+proxy", "first", "plain prefork", "plain"},
+		{"prefork+echo", "prefork+echo+proxy", "in the same write as its line (echo on: the line back, then EOF)", "prefork+echo, no header", "echo"},
+	} {
+		if !slices.Contains(b.st.Modes, base.mode) {
 			continue
 		}
-		kind := map[string]string{"1": "text", "2": "binary"}[v]
-		fmt.Fprintf(w, "\nprefork %d..%d with -proxy-protocol, each client sending a PROXY v%s (%s) header first, vs plain prefork; %s, %d round(s), medians:\n",
-			b.st.Prefork, b.st.Maxfork, v, kind, b.pairedHow(m, "prefork"), b.st.Rounds)
-		b.compare(w, m, "prefork", "v"+v, "plain")
+		for _, v := range []string{"1", "2"} {
+			m := base.prefix + v
+			if !slices.Contains(b.st.Modes, m) {
+				continue
+			}
+			kind := map[string]string{"1": "text", "2": "binary"}[v]
+			fmt.Fprintf(w, "\nprefork %d..%d with -proxy-protocol, each client sending a PROXY v%s (%s) header %s, vs %s; %s, %d round(s), medians:\n",
+				b.st.Prefork, b.st.Maxfork, v, kind, base.how, base.what, b.pairedHow(m, base.mode), b.st.Rounds)
+			b.compare(w, m, base.mode, "v"+v, base.ds)
+		}
 	}
 }
 

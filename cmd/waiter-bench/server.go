@@ -61,6 +61,9 @@ type serverSpec struct {
 	// Proxy (1 or 2): its clients send a PROXY protocol header of that
 	// version (proxy.go). Its Args turn the protocol on.
 	Proxy int
+	// Echo: its clients speak first, a line it echoes after the greeting
+	// (echo.go). Its Args turn waiterd's echo on.
+	Echo bool
 }
 
 func (s serverSpec) args(addr, control string) []string {
@@ -225,7 +228,7 @@ func startOnce(ctx context.Context, spec serverSpec, dir string, probe bool) (*s
 	}()
 	if probe {
 		go func() {
-			once := rawClient(addr, time.Second, nil)
+			once := rawClient(addr, time.Second, request{want: []byte(greeting)})
 			for probeCtx.Err() == nil {
 				if once() == nil {
 					firstc <- time.Now()

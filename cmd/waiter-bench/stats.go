@@ -15,7 +15,7 @@ const (
 	errRefused errKind = iota // connect: ECONNREFUSED (nobody listening)
 	errReset                  // ECONNRESET or EPIPE: the server aborted
 	errTimeout                // connect or read took longer than the client timeout
-	errWrong                  // the bytes read to EOF were not the greeting
+	errWrong                  // the bytes read to EOF were not the reply wanted
 	errOther                  // anything else (EADDRNOTAVAIL: out of ports, ...)
 	numErrKinds
 )
@@ -25,7 +25,8 @@ var errKindNames = [numErrKinds]string{"refused", "reset", "timeout", "wrong", "
 func (k errKind) String() string { return errKindNames[k] }
 
 // errWrongReply is returned by a client that read something else than the
-// greeting before EOF.
+// reply it wanted (the greeting, or the greeting and its echoed line)
+// before EOF.
 var errWrongReply = errors.New("wrong reply")
 
 // classify names the kind of a client error. It sees through net.OpError
