@@ -145,7 +145,18 @@ func (sv *supervisor) accepted(a acceptEv) {
 	}
 	fd := a.fd
 	if sv.stopping {
-		unix.Close(fd) // accepted as the stop began: nobody will serve it
+		// Accepted before the loop saw the stop: taken from the kernel's
+		// queue, so nobody else will serve it. It waits for a start like
+		// the clients held at maxfork, within graceful_timeout.
+		if len(sv.waiting) >= maxQueued {
+			unix.Close(fd)
+			if ok, _ := sv.warn.allow("drain"); ok {
+				sv.log.Warnf("waiter: stopping: %d accepted clients already wait for a worker: closing another unserved", maxQueued)
+			}
+			return
+		}
+		sv.waiting = append(sv.waiting, a)
+		sv.startWaiting()
 		return
 	}
 	var c net.Conn
@@ -203,15 +214,15 @@ func (sv *supervisor) accepted(a acceptEv) {
 }
 
 // startWaiting starts a worker for each client that waits for a start
-// slot, as room allows; at a stop they are closed.
+// slot, as room allows. At a stop they are still served (they left the
+// kernel's queue: closing them would lose them), up to maxfork at once,
+// until graceful_timeout; then endWaiting closes the rest.
 func (sv *supervisor) startWaiting() {
 	for len(sv.waiting) > 0 {
 		c := sv.census()
-		if sv.stopping {
-			unix.Close(sv.waiting[0].fd)
-		} else if c.serving >= sv.cur.opts.o.Maxfork {
+		if c.serving >= sv.cur.opts.o.Maxfork {
 			return // the pool is full: it waits for a worker to finish
-		} else if sv.handToSpare(sv.waiting[0]) {
+		} else if !sv.stopping && sv.handToSpare(sv.waiting[0]) {
 		} else if sv.room(c) > 0 {
 			sv.addOneshot(sv.waiting[0])
 		} else {
@@ -221,11 +232,27 @@ func (sv *supervisor) startWaiting() {
 	}
 }
 
+// endWaiting closes the clients still waiting when graceful_timeout ends a
+// stop, and says how many were lost in the stop.
+func (sv *supervisor) endWaiting() {
+	for _, a := range sv.waiting {
+		unix.Close(a.fd)
+	}
+	sv.log.Warnf("waiter: stopping: graceful_timeout (%s) passed: %d accepted clients closed unserved",
+		sv.cur.opts.o.GracefulTimeout, len(sv.waiting))
+	sv.waiting = nil
+}
+
 // addOneshot starts a worker with the client; the slot learns its listener
-// for the per-listener counts (the worker counts it when done).
+// for the per-listener counts (the worker counts it when done). One
+// started during a stop serves its client as any other (no SIGTERM: its
+// context is not cancelled) and is killed at the stop's deadline.
 func (sv *supervisor) addOneshot(a acceptEv) {
 	k := sv.add(kindOneshot, a.fd)
 	sv.sb.Slot(k.slot).setListener(a.ln)
+	if sv.stopping {
+		k.state, k.killAt, k.termSent = kRetiring, sv.deadline, true
+	}
 }
 
 // handToSpare passes the client to a waiting spare; false when none took it.

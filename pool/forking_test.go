@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -320,5 +321,109 @@ func TestForkingBurstNeverPastMaxfork(t *testing.T) {
 	t.Logf("24 held clients on maxfork 4: at most %d busy", most)
 	if most != 4 {
 		t.Fatalf("want exactly maxfork (4) workers busy, at most %d", most)
+	}
+}
+
+// Clients the master took from the kernel before a stop (held at maxfork)
+// are served during the stop, not closed: they are in no queue any more.
+func TestForkingStopServesHeldClients(t *testing.T) {
+	o := forking(0, 2, func(o *config.Options) {
+		o.MaxforkWait = config.Duration(time.Hour)
+		o.GracefulTimeout = config.Duration(20 * time.Second)
+	})
+	path := withControl(t, &o)
+	p := start(t, o)
+	talkRetry(t, p.addr, "hello")
+	// A burst: 2 served at once, some taken by the accept loop before its
+	// pause (they wait in the master), the rest in the kernel's queue.
+	const n = 12
+	conns := make([]net.Conn, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "hold\n")
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	var queued int
+	eventually(t, 5*time.Second, "2 busy and clients waiting in the master", func() bool {
+		st := status(t, path)
+		queued = st.Queued
+		return len(busyWorkers(st)) == 2 && queued > 0
+	})
+	p.signal(syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	// Each client that is served reads "held" and closes, which frees its
+	// worker for the next one waiting.
+	var served atomic.Int32
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			b := make([]byte, 5)
+			if _, err := io.ReadFull(c, b); err == nil && string(b) == "held\n" {
+				served.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d clients: 2 busy and %d waiting in the master at the stop; %d served", n, queued, served.Load())
+	if int(served.Load()) < 2+queued {
+		t.Fatalf("want the 2 busy and the %d waiting in the master served, have %d served", queued, served.Load())
+	}
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit: %d", code)
+	}
+	if strings.Contains(p.stderr.String(), "closed unserved") {
+		t.Fatalf("clients closed unserved:\n%s", p.stderr.String())
+	}
+}
+
+// Past graceful_timeout the clients still waiting in the master are closed,
+// said in the log, and the master exits.
+func TestForkingStopClosesWaitingAtGracefulTimeout(t *testing.T) {
+	o := forking(0, 2, func(o *config.Options) {
+		o.MaxforkWait = config.Duration(time.Hour)
+		o.GracefulTimeout = config.Duration(time.Second)
+	})
+	path := withControl(t, &o)
+	p := start(t, o)
+	talkRetry(t, p.addr, "hello")
+	var conns []net.Conn
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "hold\n")
+		conns = append(conns, c)
+	}
+	eventually(t, 5*time.Second, "2 busy and clients waiting in the master", func() bool {
+		st := status(t, path)
+		return len(busyWorkers(st)) == 2 && st.Queued > 0
+	})
+	t0 := time.Now()
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit: %d", code)
+	}
+	if took := time.Since(t0); took > 5*time.Second {
+		t.Fatalf("the stop took %s with graceful_timeout 1s", took)
+	}
+	if !strings.Contains(p.stderr.String(), "accepted clients closed unserved") {
+		t.Fatalf("want the unserved clients logged:\n%s", p.stderr.String())
 	}
 }

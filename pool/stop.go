@@ -47,6 +47,9 @@ func (sv *supervisor) stop(why string) {
 // still starting after startTimeout.
 func (sv *supervisor) deadlines(now time.Time) {
 	rt := sv.cur.opts.o.RequestTimeout.D()
+	if sv.stopping && !now.Before(sv.deadline) && len(sv.waiting) > 0 {
+		sv.endWaiting()
+	}
 	for _, k := range sv.kids {
 		switch {
 		case k.pid <= 0:

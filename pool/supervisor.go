@@ -292,7 +292,7 @@ func (sv *supervisor) begin() {
 
 // done: a stop has begun and every worker and the accept loop are gone.
 func (sv *supervisor) done() bool {
-	return sv.stopping && len(sv.kids) == 0 && (sv.acc == nil || sv.acc.closed)
+	return sv.stopping && len(sv.kids) == 0 && len(sv.waiting) == 0 && (sv.acc == nil || sv.acc.closed)
 }
 
 func (sv *supervisor) workerEvent(w uint32) {
