@@ -41,7 +41,8 @@ type Options struct {
 	// MaxforkWait, in forking mode, is how long the pool may stay full
 	// (maxfork workers busy) while clients wait in the listen backlog;
 	// past it the master accepts them and hands each to on_maxforked
-	// (Net::Waiter's refusal, kept for sustained overload). 0: the default.
+	// (Net::Waiter's refusal, kept for sustained overload). 0: the default;
+	// 1ms sheds at once, as Net::Waiter did.
 	MaxforkWait Duration `yaml:"maxfork_wait" json:"maxfork_wait"`
 
 	// ProxyProtocol reads a PROXY protocol header (v1 or v2, as HAProxy,

@@ -247,7 +247,7 @@ func (sv *supervisor) run(ev *events) error {
 			sv.accepted(a)
 		case <-growC:
 			growC, sv.growAt = nil, time.Time{}
-			sv.grow()
+			sv.growAsked()
 		case <-tick.C:
 			sv.tick()
 		}
@@ -305,8 +305,7 @@ func (sv *supervisor) workerEvent(w uint32) {
 	case evReady:
 		sv.ready(k)
 	case evGrow:
-		sv.sb.takeWant()
-		sv.grow()
+		sv.growAsked()
 	}
 }
 
