@@ -361,7 +361,7 @@ func (w *fakeWorld) after(what string) {
 	w.sv.checkReady()
 	if !w.sv.growAt.IsZero() && !w.now.Before(w.sv.growAt) {
 		w.sv.growAt = time.Time{}
-		w.sv.grow()
+		w.sv.growAsked()
 	}
 	w.check(what)
 }
@@ -650,6 +650,42 @@ func TestSupervisorPastSpawnBound(t *testing.T) {
 	}
 	if c := w.sv.census(); c.ready != 150 {
 		t.Fatalf("%d ready, want 150", c.ready)
+	}
+}
+
+// While a growth decision waits for growAfter, workers that find the pool
+// all busy do not ask again (each ask is a wake-up of the master); once it
+// is made they can.
+func TestSupervisorGrowAskedOnceWhilePending(t *testing.T) {
+	w := newFakeWorld(t, 3, fakeOptions(func(o *config.Options) { o.Prefork, o.Maxfork = 2, 8 }))
+	w.settle(20, false)
+	for i := 0; i < 2; i++ {
+		if !w.clientArrives() {
+			t.Fatalf("client %d found no worker\n%s", i, w.dump())
+		}
+		w.after("client")
+	}
+	if w.sv.growAt.IsZero() {
+		t.Fatalf("all busy: want a growth pending\n%s", w.dump())
+	}
+	// The same worker frees and takes the next client: the last idle one
+	// again, and it must not ask.
+	for i := 0; i < 50; i++ {
+		p := w.sortedPick(func(p *fakeProc) bool { return p.busy })
+		sl := w.sv.sb.Slot(p.k.slot)
+		sl.Done(false)
+		sl.Idle()
+		if sl.Busy() {
+			t.Fatalf("round %d: a worker asked to grow while a decision was pending", i)
+		}
+	}
+	w.now = w.sv.growAt
+	w.after("growAfter")
+	if live := w.sv.census().live; live <= 2 {
+		t.Fatalf("after growAfter: %d workers, want more than 2\n%s", live, w.dump())
+	}
+	if w.sv.sb.u32(hdrWant).Load() != 0 {
+		t.Fatalf("the decision is made: want the ask cleared")
 	}
 }
 
