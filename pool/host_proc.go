@@ -36,7 +36,9 @@ var errSpawnerFull = errors.New("pool: the spawner's queue is full (a supervisor
 func newProcHost(s *Server, sb *scoreboard, ev *events) (*procHost, error) {
 	h := &procHost{s: s, sb: sb, ev: ev}
 	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+	// Non-blocking: every worker waits for its EOF in its netpoller
+	// (watchLifeline). Nobody writes or reads it otherwise.
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("pool: lifeline pipe: %w", err)
 	}
 	h.lifeR, h.lifeW = p[0], p[1]
