@@ -5,6 +5,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Backlog is the length of a listening socket's accept queue: what was
@@ -69,4 +71,19 @@ func parseSomaxconn(b []byte) (int, error) {
 		return 0, fmt.Errorf("activation: %s: negative value %d", somaxconnPath, n)
 	}
 	return n, nil
+}
+
+// SetBacklog sets the accept queue's length of a socket that listens
+// already, as BindBacklog does for the one it binds (listen(2) again only
+// sets the backlog): for a socket kept from an earlier start, whose backlog
+// the options may have changed since.
+func (s *Socket) SetBacklog(backlog int) (Backlog, error) {
+	b := newBacklog(backlog, Somaxconn())
+	if s == nil || s.Fd < 0 || !s.Listening {
+		return b, fmt.Errorf("activation: set backlog %d: not a listening socket", b.Used)
+	}
+	if err := unix.Listen(s.Fd, b.Used); err != nil {
+		return b, fmt.Errorf("activation: %v: set backlog %d: %w", s, b.Used, err)
+	}
+	return b, nil
 }

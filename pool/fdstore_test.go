@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/waiter-go/waiter/activation"
 	"github.com/waiter-go/waiter/config"
 )
 
@@ -144,29 +146,88 @@ func TestFDStoreKeepsTheSelfBoundSocketAcrossARestart(t *testing.T) {
 	if refused.Load() != 0 || other.Load() != 0 || served.Load() == 0 {
 		t.Fatalf("want every client served across the restarts: %d served, %d refused, %d failed", served.Load(), refused.Load(), other.Load())
 	}
-	if strings.Contains(prev.stderr.String(), "FDSTORE") || strings.Contains(prev.stderr.String(), "listen backlog") {
-		t.Fatalf("the restarted master bound or stored again:\n%s", prev.stderr.String())
+	if strings.Contains(prev.stderr.String(), "FDSTORE") || strings.Contains(prev.stderr.String(), "kept in systemd's fd store") {
+		t.Fatalf("the restarted master stored again:\n%s", prev.stderr.String())
 	}
 }
 
 // restartFromStore starts a master as systemd would after a restart: the
 // stored fd as fd 3, named waiter-bound, with LISTEN_PID its own pid (a
 // shell that sets it and execs).
-func restartFromStore(t *testing.T, o config.Options, ns *fdNotify, fd int) *proc {
+func restartFromStore(t *testing.T, o config.Options, ns *fdNotify, fds ...int) *proc {
 	t.Helper()
-	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	var files []*os.File
+	var names []string
+	for _, fd := range fds {
+		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(d), "stored")
+		defer f.Close()
+		files = append(files, f)
+		names = append(names, "waiter-bound")
 	}
-	f := os.NewFile(uintptr(d), "stored")
-	defer f.Close()
 	p := newProc(t)
 	p.cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run='^$'`, os.Args[0])
 	p.cmd.Env = append(os.Environ(), p.scenarioEnv(o)...)
-	p.cmd.Env = append(p.cmd.Env, "NOTIFY_SOCKET="+ns.path, "FDSTORE=4", "LISTEN_FDS=1", "LISTEN_FDNAMES=waiter-bound")
-	p.cmd.ExtraFiles = []*os.File{f}
+	p.cmd.Env = append(p.cmd.Env, "NOTIFY_SOCKET="+ns.path, "FDSTORE=4",
+		fmt.Sprintf("LISTEN_FDS=%d", len(fds)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
+	p.cmd.ExtraFiles = files
 	p.launch()
 	return p
+}
+
+// Two sockets under waiter's name in the store (the matching one second):
+// the one the options ask for is served, with the options' backlog, the
+// other dropped, and the kept one stored again after the FDSTOREREMOVE
+// (which takes every fd of the name).
+func TestFDStoreKeepsTheMatchingOneOfTwo(t *testing.T) {
+	var lns []net.Listener
+	var fds []int
+	for i := 0; i < 2; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		lf, _ := ln.(*net.TCPListener).File()
+		defer lf.Close()
+		lns = append(lns, ln)
+		fds = append(fds, int(lf.Fd()))
+	}
+	addr := lns[1].Addr().String()
+	ns := newFDNotify(t)
+	o := prefork(1, 1, func(o *config.Options) { o.Listen, o.Backlog = addr, 16 })
+	p := restartFromStore(t, o, ns, fds...)
+	talkRetry(t, addr, "hello")
+	eventually(t, 5*time.Second, "FDSTOREREMOVE=1, then FDSTORE=1 with the kept socket", func() bool {
+		ns.mu.Lock()
+		defer ns.mu.Unlock()
+		removed := false
+		for _, m := range ns.msgs {
+			if strings.Contains(m, "FDSTOREREMOVE=1") {
+				removed = true
+			}
+			if removed && strings.Contains(m, "FDSTORE=1") && len(ns.fds) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	ns.mu.Lock()
+	sa, err := unix.Getsockname(ns.fds[0])
+	ns.mu.Unlock()
+	if err != nil || sa.(*unix.SockaddrInet4).Port != addrPortOf(t, addr) {
+		t.Fatalf("stored again: %v %v, want the listener on %s", sa, err, addr)
+	}
+	_, max, err := (&activation.Socket{Fd: fds[1], Listening: true}).Queue()
+	if err != nil || max != 16 {
+		t.Fatalf("the kept socket's backlog: %d %v, want the options' 16", max, err)
+	}
+	if !strings.Contains(p.stderr.String(), "listen backlog 16") {
+		t.Fatalf("the backlog is not logged:\n%s", p.stderr.String())
+	}
 }
 
 func addrPortOf(t *testing.T, addr string) int {

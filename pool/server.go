@@ -505,18 +505,40 @@ func (s *Server) openSockets() (error, error) {
 	if len(all) > 0 {
 		s.dropStored(stored, "systemd passes sockets of its own")
 	}
+	dropped := false
 	if len(all) == 0 && len(stored) > 0 {
-		if storedMatches(stored[0], s.Options.Listen, s.Options.Port) {
+		keep := -1
+		for i, sk := range stored {
+			if storedMatches(sk, s.Options.Listen, s.Options.Port) {
+				keep = i
+				break
+			}
+		}
+		if keep >= 0 {
 			// Restarted: the previous master's socket, with whatever
 			// clients queued on it meanwhile. Still this process's to
 			// hand on, not to shut down at the stop.
-			stored[0].Name = "listen"
-			s.sockets = stored[:1]
-			s.dropStored(stored[1:], "one listener is kept")
+			kept := stored[keep]
+			kept.Name = "listen"
+			s.sockets = []*activation.Socket{kept}
+			if len(stored) > 1 {
+				// FDSTOREREMOVE takes every fd of the name: the kept one
+				// goes back in after.
+				s.dropStored(append(stored[:keep:keep], stored[keep+1:]...), "one listener is kept")
+				s.store(s.sockets)
+			}
+			// The options' backlog, which may have changed since the
+			// socket was bound.
+			bl, err := s.sockets[0].SetBacklog(s.Options.Backlog)
+			if err != nil {
+				return ErrListen, err
+			}
+			s.logBacklog(bl)
 			s.log.Infof("waiter: serving %s from systemd's fd store", s.sockets[0])
 			return s.checkSockets()
 		}
 		s.dropStored(stored, fmt.Sprintf("the options now ask for %q", s.Options.Listen+portNote(s.Options)))
+		dropped = true
 	}
 	if len(all) > 0 {
 		picked, err := activation.Pick(all, s.SocketNames...)
@@ -531,22 +553,32 @@ func (s *Server) openSockets() (error, error) {
 		s.sockets = picked
 	} else {
 		sk, bl, err := activation.BindBacklog(s.Options.Listen, s.Options.Port, s.Options.Backlog)
+		for i := 0; errors.Is(err, activation.ErrAddrInUse) && dropped && i < 20; i++ {
+			// systemd closes its copy of a stored socket just dropped
+			// when it reads our FDSTOREREMOVE, not before we bind.
+			time.Sleep(100 * time.Millisecond)
+			sk, bl, err = activation.BindBacklog(s.Options.Listen, s.Options.Port, s.Options.Backlog)
+		}
 		if err != nil {
 			return ErrListen, err
 		}
-		// A full accept queue drops connections silently: say what it
-		// holds, and when the kernel cut what was asked for.
-		if bl.Asked > bl.Somaxconn {
-			s.log.Warnf("waiter: backlog %d asked for, but the kernel allows %d (net.core.somaxconn): using %d", bl.Asked, bl.Somaxconn, bl.Used)
-		} else {
-			s.log.Infof("waiter: listen backlog %d (net.core.somaxconn %d)", bl.Used, bl.Somaxconn)
-		}
+		s.logBacklog(bl)
 		s.sockets = []*activation.Socket{sk}
 		if !s.store(s.sockets) {
 			s.bound = s.sockets // the store keeps no copy: shut it at the stop
 		}
 	}
 	return s.checkSockets()
+}
+
+// logBacklog says what the accept queue holds, and warns when the kernel
+// cut what was asked for: a full queue drops connections silently.
+func (s *Server) logBacklog(bl activation.Backlog) {
+	if bl.Asked > bl.Somaxconn {
+		s.log.Warnf("waiter: backlog %d asked for, but the kernel allows %d (net.core.somaxconn): using %d", bl.Asked, bl.Somaxconn, bl.Used)
+	} else {
+		s.log.Infof("waiter: listen backlog %d (net.core.somaxconn %d)", bl.Used, bl.Somaxconn)
+	}
 }
 
 func portNote(o config.Options) string {
