@@ -56,12 +56,15 @@ type Set struct {
 	OnForkingIdle func()
 	// OnMaxforked runs in the forking-mode master when a client arrives while
 	// maxfork workers are busy; the client is closed right after (OnClose
-	// runs too).
+	// runs too). With TLS, c is the TCP connection before any handshake (a
+	// handshake in the master would let one slow client stall it): what is
+	// written there is not TLS.
 	OnMaxforked func(c net.Conn)
 	// OnSourceLimited runs in the serving process when a client's address
 	// (after PROXY) already has max_per_source clients served across the
 	// pool; the client is closed right after (OnClose runs too), and the
-	// others are served. c.RemoteAddr() is the limited address.
+	// others are served. c.RemoteAddr() is the limited address. With TLS it
+	// runs after the handshake, with the *tls.Conn.
 	OnSourceLimited func(c net.Conn)
 	// OnChildStart runs in a worker after its set-up, before it serves. An
 	// error ends the worker before it takes a client; the master backs off

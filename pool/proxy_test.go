@@ -282,6 +282,41 @@ func TestMaxPerSource(t *testing.T) {
 			return strings.Contains(p.stderr.String(), "127.0.0.1 has 2 clients served (max_per_source 2)")
 		})
 	})
+	t.Run("over TLS", func(t *testing.T) {
+		// on_source_limited runs after the handshake: its reply is TLS.
+		pk := newTLSPKI(t)
+		p := start(t, pk.opts("prefork", func(o *config.Options) { o.Prefork, o.Maxfork, o.MaxPerSource = 3, 3, 1 }))
+		dialTLS := func() *tls.Conn {
+			t.Helper()
+			var tc *tls.Conn
+			eventually(t, 10*time.Second, "a TLS handshake", func() bool {
+				c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+				if err != nil {
+					return false
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				tc = tls.Client(c, pk.clientConfig(nil))
+				if err := tc.Handshake(); err != nil {
+					c.Close()
+					return false
+				}
+				return true
+			})
+			t.Cleanup(func() { tc.Close() })
+			return tc
+		}
+		held := dialTLS()
+		io.WriteString(held, "hold\n")
+		b := make([]byte, 5)
+		if _, err := io.ReadFull(held, b); err != nil || string(b) != "held\n" {
+			t.Fatalf("hold over TLS: %q %v", b, err)
+		}
+		second := dialTLS()
+		io.WriteString(second, "hello\n")
+		if b, _ := io.ReadAll(second); string(b) != "too many from you\n" {
+			t.Fatalf("the second TLS client from 127.0.0.1: want on_source_limited's reply over TLS, have %q", b)
+		}
+	})
 	t.Run("after PROXY", func(t *testing.T) {
 		p := start(t, proxyOpts("prefork", nil, func(o *config.Options) { o.Prefork, o.Maxfork, o.MaxPerSource = 6, 6, 2 }))
 		h := proxyHeader(t, 2, client1)

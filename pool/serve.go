@@ -85,19 +85,7 @@ func (s *Server) closeClient(c net.Conn) {
 // client that resets must not cost a process.
 func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 	s := w.s
-	w.slot.setPeer(addrPort(c.RemoteAddr()))
-	if w.o.MaxPerSource > 0 {
-		if a := addrPort(c.RemoteAddr()); a.IsValid() {
-			// Unmapped: a dual-stack socket gives IPv4 clients as
-			// ::ffff:a.b.c.d, and the scoreboard keeps them unmapped.
-			if n := w.sb.fromSource(a.Addr().Unmap()); n > w.o.MaxPerSource {
-				w.warnf("source", c, "waiter: %s has %d clients served (max_per_source %d): closing this one", a.Addr(), n-1, w.o.MaxPerSource)
-				s.hk.SourceLimited(c)
-				s.closeClient(c)
-				return true, true
-			}
-		}
-	}
+	w.slot.setPeer(addrPort(c.RemoteAddr())) // counted by others from here (fromSource)
 	var idle *idleConn
 	if w.o.ClientTimeout > 0 {
 		idle = &idleConn{Conn: c} // under the tls.Conn, so hooks still see a *tls.Conn
@@ -117,6 +105,20 @@ func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 		}
 		c.SetDeadline(time.Time{})
 		c = tc
+	}
+	if w.o.MaxPerSource > 0 {
+		// After the handshake, so that on_source_limited can tell a TLS
+		// client why in words it can read.
+		if a := addrPort(c.RemoteAddr()); a.IsValid() {
+			// Unmapped: a dual-stack socket gives IPv4 clients as
+			// ::ffff:a.b.c.d, and the scoreboard keeps them unmapped.
+			if n := w.sb.fromSource(a.Addr().Unmap()); n > w.o.MaxPerSource {
+				w.warnf("source", c, "waiter: %s has %d clients served (max_per_source %d): closing this one", a.Addr(), n-1, w.o.MaxPerSource)
+				s.hk.SourceLimited(c)
+				s.closeClient(c)
+				return true, true
+			}
+		}
 	}
 	if idle != nil {
 		idle.d = w.o.ClientTimeout.D()
