@@ -45,6 +45,14 @@ type Options struct {
 	// 1ms sheds at once, as Net::Waiter did.
 	MaxforkWait Duration `yaml:"maxfork_wait" json:"maxfork_wait"`
 
+	// DeferAccept sets TCP_DEFER_ACCEPT on the listeners: the kernel hands
+	// a connection to a worker once the client has sent something, or
+	// after a second. For protocols where the client speaks first (HTTP,
+	// most request-reply ones), the worker that accepts reads at once
+	// instead of sleeping until the request comes; wrong where the server
+	// speaks first (a greeting, SMTP): such a client would wait a second.
+	// proxy_protocol implies it.
+	DeferAccept bool `yaml:"defer_accept" json:"defer_accept,omitempty"`
 	// ProxyProtocol reads a PROXY protocol header (v1 or v2, as HAProxy,
 	// nginx and cloud balancers send) from every client before anything
 	// else; the address it carries is the client's everywhere.

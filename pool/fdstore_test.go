@@ -268,3 +268,49 @@ func TestFDStoreDropsAStaleSocket(t *testing.T) {
 		t.Fatalf("the drop is not logged:\n%s", p.stderr.String())
 	}
 }
+
+// defer_accept and proxy_protocol set TCP_DEFER_ACCEPT on the listener
+// (here one the test holds a copy of, passed as a stored socket); with both
+// off it is left alone.
+func TestDeferAcceptOnTheListener(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mut  func(*config.Options)
+		on   bool
+	}{
+		{"defer_accept", func(o *config.Options) { o.DeferAccept = true }, true},
+		{"proxy_protocol", func(o *config.Options) { o.ProxyProtocol = true }, true},
+		{"neither", func(o *config.Options) {}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			lf, _ := ln.(*net.TCPListener).File()
+			defer lf.Close()
+			addr := ln.Addr().String()
+			o := prefork(1, 1, func(o *config.Options) { o.Listen = addr; tc.mut(o) })
+			p := restartFromStore(t, o, newFDNotify(t), int(lf.Fd()))
+			eventually(t, 10*time.Second, "serving", func() bool {
+				return strings.Contains(p.stderr.String(), "from systemd's fd store")
+			})
+			if tc.name != "proxy_protocol" {
+				talkRetry(t, addr, "hello") // a client that speaks first is served
+			}
+			get := func() int {
+				v, err := unix.GetsockoptInt(int(lf.Fd()), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			if tc.on {
+				eventually(t, 5*time.Second, "TCP_DEFER_ACCEPT set", func() bool { return get() > 0 })
+			} else if v := get(); v != 0 {
+				t.Fatalf("TCP_DEFER_ACCEPT %d with both options off", v)
+			}
+		})
+	}
+}

@@ -329,7 +329,7 @@ func (w *worker) readProxy(fd int, sa net.Addr) (from net.Addr, rest []byte, err
 }
 
 // deferAccept keeps the listeners' TCP_DEFER_ACCEPT in step with
-// proxy_protocol (at the start and at each reload). A balancer always
+// defer_accept and proxy_protocol (at the start and at each reload). A balancer always
 // speaks first, so the kernel can hold a connection until its header is in:
 // the worker that accepts it then reads the header at once, instead of
 // looking too early and sleeping in poll until it comes (a sleep and a
@@ -340,19 +340,20 @@ func (w *worker) readProxy(fd int, sa net.Addr) (from net.Addr, rest []byte, err
 // its way. It turns the option off again only where it set it: an
 // inherited socket may have it from the socket unit's DeferAcceptSec=.
 func (s *Server) deferAccept(o config.Options) {
-	if !o.ProxyProtocol && !s.deferred {
+	on := o.ProxyProtocol || o.DeferAccept
+	if !on && !s.deferred {
 		return
 	}
 	d := time.Duration(0)
-	if o.ProxyProtocol {
+	if on {
 		d = time.Second
 	}
 	for _, sk := range s.sockets {
 		if err := sk.DeferAccept(d); err != nil {
-			s.log.Warnf("waiter: %v (PROXY clients are served, each worker waiting for its header)", err)
+			s.log.Warnf("waiter: %v (clients are served, each worker waiting for the first bytes)", err)
 		}
 	}
-	s.deferred = o.ProxyProtocol
+	s.deferred = on
 }
 
 // proxyHeaderSize says how long the header at the start of b is, once b
