@@ -24,6 +24,7 @@ type acceptEv struct {
 	ln      int // the listener's index
 	err     error
 	timeout bool
+	at      time.Time // when it began to wait in the master (sv.waiting)
 }
 
 // forkAcceptor is the accept loop's handle. Its goroutine reads only what
@@ -114,6 +115,11 @@ func (sv *supervisor) pace(now time.Time) {
 	}
 	full := !sv.stopping && sv.census().serving+len(sv.waiting) >= sv.cur.opts.o.Maxfork
 	switch {
+	case !full && !sv.fullSince.IsZero() && !sv.stopping && sv.backlogged():
+		// A worker freed, and clients wait in the kernel's queue: the
+		// next one fills the pool again. The overload goes on, and so
+		// does its maxfork_wait (reset at each free, a steady stream of
+		// clients never reached it and waited without bound).
 	case !full:
 		if sv.shedding {
 			sv.log.Infof("waiter: a worker is free again: queueing clients at maxfork, no more shedding")
@@ -130,6 +136,36 @@ func (sv *supervisor) pace(now time.Time) {
 	if sv.acc != nil {
 		sv.acc.setPaused(sv.accPaused)
 	}
+	if sv.shedding {
+		sv.shedWaiting(now)
+	}
+}
+
+// backlogged says whether clients wait in a listener's accept queue (the
+// kernel's TCP_INFO; a unix socket cannot say, and counts as not).
+func (sv *supervisor) backlogged() bool {
+	for _, sk := range sv.s.sockets {
+		if n, _, err := sk.Queue(); err == nil && n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// shedWaiting hands to on_maxforked the clients that have waited in the
+// master for maxfork_wait while it sheds: none waits longer than a client
+// in the kernel's queue would.
+func (sv *supervisor) shedWaiting(now time.Time) {
+	keep := sv.waiting[:0]
+	for _, a := range sv.waiting {
+		if now.Sub(a.at) >= sv.cur.opts.o.MaxforkWait.D() {
+			sv.shedClient(a, nil)
+		} else {
+			keep = append(keep, a)
+		}
+	}
+	clear(sv.waiting[len(keep):])
+	sv.waiting = keep
 }
 
 // accepted hands a forking-mode client to a spare, or to a new worker, or
@@ -167,6 +203,7 @@ func (sv *supervisor) accepted(a acceptEv) {
 			sv.s.accepted(c)
 		}
 	}
+	a.at = sv.env.now()
 	full := sv.census().serving+len(sv.waiting) >= sv.cur.opts.o.Maxfork
 	if full && !sv.shedding && len(sv.waiting) < maxQueued {
 		// The pool is full and this client was accepted before the pause
@@ -195,16 +232,28 @@ func (sv *supervisor) accepted(a acceptEv) {
 		sv.waiting = append(sv.waiting, a)
 		return
 	}
+	sv.shedClient(a, c)
+}
+
+// shedClient refuses a client at maxfork: on_maxforked, on_close. c is the
+// master's view of it when on_accept_ok made one.
+func (sv *supervisor) shedClient(a acceptEv, c net.Conn) {
+	fd := a.fd
 	sv.shed++
-	if ok, held := sv.warn.allow("maxfork"); ok {
+	ok, held := sv.warn.allow("maxfork")
+	if c == nil && (ok || sv.s.hk.HasMaxforked()) {
+		c = viewConn(fd) // for the hook, or the log line's PEER= (a line a second)
+	}
+	if ok {
 		msg := fmt.Sprintf("waiter: maxfork (%d) workers busy for over %s: refusing a client (on_maxforked)", sv.cur.opts.o.Maxfork, sv.cur.opts.o.MaxforkWait)
 		if held > 0 {
 			msg += fmt.Sprintf(" (and %d more since the last line)", held)
 		}
-		sv.log.Warn(msg)
-	}
-	if c == nil && sv.s.hk.HasMaxforked() {
-		c = viewConn(fd)
+		l := sv.log
+		if c != nil {
+			l = l.WithField("PEER", peer(c))
+		}
+		l.Warn(msg)
 	}
 	if c != nil {
 		sv.s.hk.Maxforked(c)

@@ -205,7 +205,11 @@ func TestForkingReloadUnderLoadFailsNothing(t *testing.T) {
 func TestForkingQueuesAtMaxfork(t *testing.T) {
 	for _, spares := range []int{0, 4} {
 		t.Run(fmt.Sprintf("spares=%d", spares), func(t *testing.T) {
-			p := start(t, forking(spares, 32, nil))
+			// maxfork_wait well past the burst and its drain: the pool is
+			// full and clients wait in the backlog from its start to its
+			// end, which on a loaded machine under the race detector can
+			// pass the default's 10 s.
+			p := start(t, forking(spares, 32, func(o *config.Options) { o.MaxforkWait = config.Duration(time.Minute) }))
 			talkRetry(t, p.addr, "hello")
 			var mu sync.Mutex
 			ok, unanswered := 0, map[string]int{}
@@ -243,7 +247,7 @@ func TestForkingQueuesAtMaxfork(t *testing.T) {
 				t.Fatalf("want at most 1%% of %d clients unanswered, have %d: %v", total, bad, unanswered)
 			}
 			if n := p.count("on_maxforked"); n != 0 {
-				t.Fatalf("on_maxforked ran %d times in a 5 s burst (maxfork_wait is %s)", n, config.DefaultMaxforkWait)
+				t.Fatalf("on_maxforked ran %d times in a 5 s burst (maxfork_wait is a minute)", n)
 			}
 		})
 	}
@@ -425,5 +429,64 @@ func TestForkingStopClosesWaitingAtGracefulTimeout(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "accepted clients closed unserved") {
 		t.Fatalf("want the unserved clients logged:\n%s", p.stderr.String())
+	}
+}
+
+// A steady stream of clients that each keep their worker a while: workers
+// free often, but the next client is always waiting, so the overload is
+// one and maxfork_wait bounds it (it was reset at every free, and clients
+// waited without bound, none shed).
+func TestForkingMaxforkWaitBoundsASteadyStream(t *testing.T) {
+	wait := time.Second
+	p := start(t, forking(0, 2, func(o *config.Options) { o.MaxforkWait = config.Duration(wait) }))
+	talkRetry(t, p.addr, "hello")
+	var mu sync.Mutex
+	held, busy, other := 0, 0, 0
+	var longest time.Duration
+	stop := time.Now().Add(4 * time.Second)
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				t0 := time.Now()
+				c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+				if err != nil {
+					mu.Lock()
+					other++
+					mu.Unlock()
+					continue
+				}
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				io.WriteString(c, "hold\n")
+				b := make([]byte, 5)
+				_, err = io.ReadFull(c, b)
+				took := time.Since(t0)
+				if err == nil && string(b) == "held\n" {
+					time.Sleep(300 * time.Millisecond) // keeps the worker
+				}
+				c.Close()
+				mu.Lock()
+				switch {
+				case err == nil && string(b) == "held\n":
+					held++
+				case err == nil && string(b) == "busy,":
+					busy++
+				default:
+					other++
+				}
+				longest = max(longest, took)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("12 clients for 4 s on maxfork 2, maxfork_wait %s: %d served, %d busy, %d other; the longest wait %s", wait, held, busy, other, longest.Round(time.Millisecond))
+	if busy == 0 || held == 0 {
+		t.Fatalf("want some served and some turned away after maxfork_wait: %d served, %d busy", held, busy)
+	}
+	if longest > wait+3*time.Second {
+		t.Fatalf("a client waited %s with maxfork_wait %s", longest, wait)
 	}
 }

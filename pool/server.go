@@ -521,6 +521,9 @@ func (s *Server) openSockets() (error, error) {
 			kept := stored[keep]
 			kept.Name = "listen"
 			s.sockets = []*activation.Socket{kept}
+			// Ours, not a socket unit's: a TCP_DEFER_ACCEPT the last
+			// master set is cleared if the options no longer ask for it.
+			s.deferred = true
 			if len(stored) > 1 {
 				// FDSTOREREMOVE takes every fd of the name: the kept one
 				// goes back in after.
