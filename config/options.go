@@ -358,13 +358,21 @@ func (o *Options) Mode() string {
 }
 
 // ParseSource reads one proxy_from entry: a CIDR (10.0.0.0/8, fd00::/8) or
-// a single address (taken as /32 or /128).
+// a single address (taken as /32 or /128). An IPv4-mapped one
+// (::ffff:10.0.0.0/104) is taken as the IPv4 CIDR it maps: sources are
+// matched unmapped, as a dual-stack socket's IPv4 clients are.
 func ParseSource(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("want a CIDR such as 10.0.0.0/8 or an address")
+		}
+		if a := p.Addr(); a.Is4In6() {
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("an IPv4-mapped CIDR needs at least 96 bits (::ffff:0.0.0.0/96 is every IPv4 address)")
+			}
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
 		return p.Masked(), nil
 	}

@@ -56,9 +56,10 @@ type Set struct {
 	OnForkingIdle func()
 	// OnMaxforked runs in the forking-mode master when a client arrives while
 	// maxfork workers are busy; the client is closed right after (OnClose
-	// runs too). With TLS, c is the TCP connection before any handshake (a
-	// handshake in the master would let one slow client stall it): what is
-	// written there is not TLS.
+	// runs too). c is the TCP connection as accepted: with TLS, before any
+	// handshake (one in the master would let a slow client stall it), so
+	// what is written there is not TLS; with PROXY, its address is the
+	// balancer's (the header is read only in a worker).
 	OnMaxforked func(c net.Conn)
 	// OnSourceLimited runs in the serving process when a client's address
 	// (after PROXY) already has max_per_source clients served across the

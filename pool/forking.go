@@ -294,13 +294,14 @@ func (sv *supervisor) endWaiting() {
 
 // addOneshot starts a worker with the client; the slot learns its listener
 // for the per-listener counts (the worker counts it when done). One
-// started during a stop serves its client as any other (no SIGTERM: its
-// context is not cancelled) and is killed at the stop's deadline.
+// started during a stop is told of it as the workers busy at the stop were
+// (SIGTERM once it reports: its client's context is cancelled, and the hook
+// can say goodbye) and is killed at the stop's deadline.
 func (sv *supervisor) addOneshot(a acceptEv) {
 	k := sv.add(kindOneshot, a.fd)
 	sv.sb.Slot(k.slot).setListener(a.ln)
 	if sv.stopping {
-		k.state, k.killAt, k.termSent = kRetiring, sv.deadline, true
+		sv.retire(k, sv.deadline)
 	}
 }
 

@@ -3,6 +3,7 @@ package pool
 import (
 	"bufio"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,5 +80,35 @@ func BenchmarkProxyParse(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestProxyHeaderSize(t *testing.T) {
+	v1 := "PROXY TCP4 192.0.2.7 127.0.0.1 5555 9123\r\n"
+	for _, tc := range []struct {
+		in       string
+		size     int
+		complete bool
+		err      string
+	}{
+		{v1 + "hello\n", len(v1), true, ""},
+		{v1[:10], 0, false, ""},
+		{"PRO", 0, false, ""},
+		{"PROXY TCP4 192.0.2.7 127.0.0.1 5555 9123\nhello\n", 0, false, "bare LF"},
+		{"PROXY " + strings.Repeat("x", 110), 0, false, "without its CRLF"},
+		{"GET / HTTP/1.1\r\n", 0, false, "no PROXY header"},
+		{string(sigV2) + "\x21\x11\x00\x0c" + strings.Repeat("\x00", 12) + "data", 28, true, ""},
+		{string(sigV2) + "\x21\x11\x00\x0c" + strings.Repeat("\x00", 4), 28, false, ""},
+		{string(sigV2) + "\x21\x11\xff\xff", 0, false, "at most"},
+	} {
+		size, complete, err := proxyHeaderSize([]byte(tc.in))
+		switch {
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: want an error with %q, have %d %v %v", tc.in, tc.err, size, complete, err)
+			}
+		case err != nil || size != tc.size || complete != tc.complete:
+			t.Errorf("%q: want %d %v, have %d %v %v", tc.in, tc.size, tc.complete, size, complete, err)
+		}
 	}
 }

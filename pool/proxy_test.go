@@ -279,7 +279,7 @@ func TestMaxPerSource(t *testing.T) {
 			return n == 3
 		})
 		eventually(t, 3*time.Second, "the limit logged", func() bool {
-			return strings.Contains(p.stderr.String(), "127.0.0.1 has 2 clients served (max_per_source 2)")
+			return strings.Contains(p.stderr.String(), "127.0.0.1 has 2 other clients being served or arriving (max_per_source 2)")
 		})
 	})
 	t.Run("over TLS", func(t *testing.T) {

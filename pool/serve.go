@@ -113,7 +113,7 @@ func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 			// Unmapped: a dual-stack socket gives IPv4 clients as
 			// ::ffff:a.b.c.d, and the scoreboard keeps them unmapped.
 			if n := w.sb.fromSource(a.Addr().Unmap()); n > w.o.MaxPerSource {
-				w.warnf("source", c, "waiter: %s has %d clients served (max_per_source %d): closing this one", a.Addr(), n-1, w.o.MaxPerSource)
+				w.warnf("source", c, "waiter: %s has %d other clients being served or arriving (max_per_source %d): closing this one", a.Addr(), n-1, w.o.MaxPerSource)
 				s.hk.SourceLimited(c)
 				s.closeClient(c)
 				return true, true
@@ -176,7 +176,9 @@ func (w *worker) warnf(kind string, c net.Conn, format string, a ...any) {
 	}
 	msg := fmt.Sprintf(format, a...)
 	if held > 0 {
-		msg += fmt.Sprintf(" (and %d more like it since the last line)", held)
+		// Counted by kind, pool-wide: the others need not share this
+		// line's reason.
+		msg += fmt.Sprintf(" (and %d more %s warnings since the last line)", held, map[int]string{0: "TLS", 1: "on_process", 2: "PROXY", 3: "max_per_source"}[k])
 	}
 	l.Warn(msg)
 }
@@ -259,10 +261,13 @@ func (w *worker) readProxy(fd int, sa net.Addr) (from net.Addr, rest []byte, err
 		}
 		src = addrPort(activation.SockaddrToAddr(psa))
 	}
+	// A dual-stack socket's IPv4 clients come mapped (::ffff:a.b.c.d):
+	// matched and named as the IPv4 addresses they are.
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	if len(w.proxyFrom) > 0 {
 		ok := false
 		for _, p := range w.proxyFrom {
-			if src.IsValid() && p.Contains(src.Addr().Unmap()) {
+			if src.IsValid() && p.Contains(src.Addr()) {
 				ok = true
 				break
 			}
@@ -319,6 +324,9 @@ func (w *worker) readProxy(fd int, sa net.Addr) (from net.Addr, rest []byte, err
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
+			if have > 0 {
+				return nil, nil, fmt.Errorf("PROXY protocol: no whole header from %s within %s (proxy_timeout): %d bytes of one came", src, w.o.ProxyTimeout, have)
+			}
 			return nil, nil, fmt.Errorf("PROXY protocol: no header from %s within %s (proxy_timeout)", src, w.o.ProxyTimeout)
 		}
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
@@ -370,8 +378,11 @@ func proxyHeaderSize(b []byte) (size int, complete bool, err error) {
 		}
 		return size, len(b) >= size, nil
 	case bytes.HasPrefix(b, sigV1):
-		if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
-			return i + 2, true, nil
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			if i == 0 || b[i-1] != '\r' {
+				return 0, false, fmt.Errorf("a v1 header ends in a bare LF, not CRLF: %q", b[:i+1])
+			}
+			return i + 1, true, nil
 		}
 		if len(b) >= 107 {
 			return 0, false, fmt.Errorf("a v1 header without its CRLF in 107 bytes")

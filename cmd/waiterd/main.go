@@ -94,7 +94,7 @@ func greet(ctx context.Context, c net.Conn, echo bool) error {
 			}
 		}
 		if ctx.Err() != nil {
-			_, err := io.WriteString(c, "goodbye: the server is stopping\n")
+			_, err := io.WriteString(c, "goodbye: this worker is ending (a stop or a reload)\n")
 			return err
 		}
 		if err == io.EOF {

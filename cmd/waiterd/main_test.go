@@ -347,7 +347,7 @@ func TestStopWithIdleEchoClient(t *testing.T) {
 			d.cmd.Process.Signal(syscall.SIGTERM)
 			rest, err := io.ReadAll(r)
 			took := time.Since(t0)
-			if err != nil || string(rest) != "goodbye: the server is stopping\n" {
+			if err != nil || string(rest) != "goodbye: this worker is ending (a stop or a reload)\n" {
 				t.Fatalf("after the stop the idle client got %q, %v", rest, err)
 			}
 			if err := d.wait(t, 10*time.Second); err != nil {
