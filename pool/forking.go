@@ -121,7 +121,7 @@ func (sv *supervisor) pace(now time.Time) {
 		// does its maxfork_wait (reset at each free, a steady stream of
 		// clients never reached it and waited without bound).
 	case !full:
-		if sv.shedding {
+		if sv.shedding && !sv.stopping {
 			sv.log.Infof("waiter: a worker is free again: queueing clients at maxfork, no more shedding")
 		}
 		sv.fullSince, sv.shedding = time.Time{}, false
@@ -152,9 +152,10 @@ func (sv *supervisor) backlogged() bool {
 	return false
 }
 
-// shedWaiting hands to on_maxforked the clients that have waited in the
-// master for maxfork_wait while it sheds: none waits longer than a client
-// in the kernel's queue would.
+// shedWaiting hands to on_maxforked, while the master sheds, the clients
+// it holds that have waited maxfork_wait (counted from the overload's start
+// for those taken during it): no held client waits past the bound that
+// the kernel's queue has.
 func (sv *supervisor) shedWaiting(now time.Time) {
 	keep := sv.waiting[:0]
 	for _, a := range sv.waiting {
@@ -203,8 +204,14 @@ func (sv *supervisor) accepted(a acceptEv) {
 			sv.s.accepted(c)
 		}
 	}
+	// How long it has waited is unknown (the kernel's queue keeps no
+	// times): one taken while the pool is full may have queued since the
+	// overload began, and is counted from then.
 	a.at = sv.env.now()
 	full := sv.census().serving+len(sv.waiting) >= sv.cur.opts.o.Maxfork
+	if full && !sv.fullSince.IsZero() {
+		a.at = sv.fullSince
+	}
 	if full && !sv.shedding && len(sv.waiting) < maxQueued {
 		// The pool is full and this client was accepted before the pause
 		// took effect: it waits here for a worker (startWaiting checks

@@ -113,7 +113,7 @@ func (w *worker) serve(c net.Conn, runAcceptOK bool) (more, failed bool) {
 			// Unmapped: a dual-stack socket gives IPv4 clients as
 			// ::ffff:a.b.c.d, and the scoreboard keeps them unmapped.
 			if n := w.sb.fromSource(a.Addr().Unmap()); n > w.o.MaxPerSource {
-				w.warnf("source", c, "waiter: %s has %d other clients being served or arriving (max_per_source %d): closing this one", a.Addr(), n-1, w.o.MaxPerSource)
+				w.warnf("source", c, "waiter: %s has %d other clients being served or arriving (max_per_source %d): closing this one", a.Addr().Unmap(), n-1, w.o.MaxPerSource)
 				s.hk.SourceLimited(c)
 				s.closeClient(c)
 				return true, true
