@@ -337,16 +337,18 @@ func (w *worker) readProxy(fd int, sa net.Addr) (from net.Addr, rest []byte, err
 }
 
 // deferAccept keeps the listeners' TCP_DEFER_ACCEPT in step with
-// defer_accept and proxy_protocol (at the start and at each reload). A balancer always
-// speaks first, so the kernel can hold a connection until its header is in:
+// defer_accept and proxy_protocol (at the start and at each reload). A
+// balancer always speaks first, so the kernel can hold a connection until
+// its header is in:
 // the worker that accepts it then reads the header at once, instead of
 // looking too early and sleeping in poll until it comes (a sleep and a
 // wake-up per client: a third of plain prefork's rate, measured), and a
 // connection that never sends one costs no worker for its first second.
 // One second, the least the kernel counts, not proxy_timeout: held
 // connections fill the SYN queue, and the wait is for a packet already on
-// its way. It turns the option off again only where it set it: an
-// inherited socket may have it from the socket unit's DeferAcceptSec=.
+// its way. It turns the option off again only where it, or the master
+// before it (a socket from the fd store), set it: a socket from a socket
+// unit may have it from DeferAcceptSec=.
 func (s *Server) deferAccept(o config.Options) {
 	on := o.ProxyProtocol || o.DeferAccept
 	if !on && !s.deferred {

@@ -107,7 +107,7 @@ type Server struct {
 	child    bool
 	sockets  []*activation.Socket
 	bound    []*activation.Socket // the sockets Run bound itself
-	deferred bool                 // TCP_DEFER_ACCEPT set for PROXY (serve.go; the supervisor's)
+	deferred bool                 // TCP_DEFER_ACCEPT may be ours to clear (deferAccept in serve.go; the supervisor's)
 	logSetUp bool
 	sb       *scoreboard
 	master   int
