@@ -178,25 +178,36 @@ func restartFromStore(t *testing.T, o config.Options, ns *fdNotify, fds ...int) 
 	return p
 }
 
+// heldListener is a listener on 127.0.0.1 that the test keeps a copy of,
+// to hand to a master as a stored socket and to look at after: its
+// address and the copy's fd, both closed at the test's end.
+func heldListener(t *testing.T) (string, int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lf.Close() })
+	return ln.Addr().String(), int(lf.Fd())
+}
+
 // Two sockets under waiter's name in the store (the matching one second):
 // the one the options ask for is served, with the options' backlog, the
 // other dropped, and the kept one stored again after the FDSTOREREMOVE
 // (which takes every fd of the name).
 func TestFDStoreKeepsTheMatchingOneOfTwo(t *testing.T) {
-	var lns []net.Listener
+	var addrs []string
 	var fds []int
 	for i := 0; i < 2; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		lf, _ := ln.(*net.TCPListener).File()
-		defer lf.Close()
-		lns = append(lns, ln)
-		fds = append(fds, int(lf.Fd()))
+		a, fd := heldListener(t)
+		addrs, fds = append(addrs, a), append(fds, fd)
 	}
-	addr := lns[1].Addr().String()
+	addr := addrs[1]
 	ns := newFDNotify(t)
 	o := prefork(1, 1, func(o *config.Options) { o.Listen, o.Backlog = addr, 16 })
 	p := restartFromStore(t, o, ns, fds...)
@@ -286,21 +297,14 @@ func TestDeferAcceptOnTheListener(t *testing.T) {
 		{"neither, set before", func(o *config.Options) {}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			lf, _ := ln.(*net.TCPListener).File()
-			defer lf.Close()
-			addr := ln.Addr().String()
+			addr, fd := heldListener(t)
 			if strings.HasSuffix(tc.name, "set before") {
-				if err := unix.SetsockoptInt(int(lf.Fd()), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1); err != nil {
+				if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1); err != nil {
 					t.Fatal(err)
 				}
 			}
 			o := prefork(1, 1, func(o *config.Options) { o.Listen = addr; tc.mut(o) })
-			p := restartFromStore(t, o, newFDNotify(t), int(lf.Fd()))
+			p := restartFromStore(t, o, newFDNotify(t), fd)
 			eventually(t, 10*time.Second, "serving", func() bool {
 				return strings.Contains(p.stderr.String(), "from systemd's fd store")
 			})
@@ -308,7 +312,7 @@ func TestDeferAcceptOnTheListener(t *testing.T) {
 				talkRetry(t, addr, "hello") // a client that speaks first is served
 			}
 			get := func() int {
-				v, err := unix.GetsockoptInt(int(lf.Fd()), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT)
+				v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -17,14 +17,20 @@ import (
 // of a v1 or v2 header over loopback, then readProxy's read and parse, as a
 // worker does per client (the syscalls are nearly all of it: see
 // BenchmarkProxyParse).
+// benchHeader is a PROXY header of version v for 192.0.2.7:5555.
+func benchHeader(b *testing.B, v byte) []byte {
+	h := &proxyproto.Header{Version: v, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5555}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9123}}
+	hb, err := h.Format()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return hb
+}
+
 func BenchmarkReadProxy(b *testing.B) {
 	for _, v := range []byte{1, 2} {
-		h := &proxyproto.Header{Version: v, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-			SourceAddr: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5555}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9123}}
-		hb, err := h.Format()
-		if err != nil {
-			b.Fatal(err)
-		}
+		hb := benchHeader(b, v)
 		b.Run(map[byte]string{1: "v1", 2: "v2"}[v], func(b *testing.B) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -62,12 +68,7 @@ func BenchmarkReadProxy(b *testing.B) {
 // (its reader reused): what the header costs beyond the read that takes it.
 func BenchmarkProxyParse(b *testing.B) {
 	for _, v := range []byte{1, 2} {
-		h := &proxyproto.Header{Version: v, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
-			SourceAddr: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5555}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9123}}
-		hb, err := h.Format()
-		if err != nil {
-			b.Fatal(err)
-		}
+		hb := benchHeader(b, v)
 		b.Run(map[byte]string{1: "v1", 2: "v2"}[v], func(b *testing.B) {
 			var w worker
 			w.proxyRd = bufio.NewReaderSize(&w.proxyHdr, maxProxyHeader)
