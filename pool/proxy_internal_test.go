@@ -101,6 +101,9 @@ func TestProxyHeaderSize(t *testing.T) {
 		{string(sigV2) + "\x21\x11\x00\x0c" + strings.Repeat("\x00", 12) + "data", 28, true, ""},
 		{string(sigV2) + "\x21\x11\x00\x0c" + strings.Repeat("\x00", 4), 28, false, ""},
 		{string(sigV2) + "\x21\x11\xff\xff", 0, false, "at most"},
+		// maxProxyHeader exactly, and one past it.
+		{string(sigV2) + "\x21\x11\x05\xf0" + strings.Repeat("\x00", maxProxyHeader-16), maxProxyHeader, true, ""},
+		{string(sigV2) + "\x21\x11\x05\xf1", 0, false, "at most 1536"},
 	} {
 		size, complete, err := proxyHeaderSize([]byte(tc.in))
 		switch {

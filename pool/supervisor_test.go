@@ -957,3 +957,51 @@ func TestSupervisorRequestTimeoutKillsAreNotCrashes(t *testing.T) {
 		t.Fatalf("after 12 request_timeout kills: failStreak %d, healthy %v, %d pings", w.sv.failStreak, w.sv.healthy(), pings)
 	}
 }
+
+// TestSupervisorForkingPastMaxQueued: at maxfork, clients the accept loop
+// took before its pause wait in the master, maxQueued at most; one past it
+// is handed to on_maxforked (counted as shed) and its fd closed, and a stop
+// then closes none of the held ones before graceful_timeout.
+func TestSupervisorForkingPastMaxQueued(t *testing.T) {
+	w := newFakeWorld(t, 10, fakeOptions(func(o *config.Options) {
+		o.Prefork, o.Maxfork, o.Spares = 0, 2, 0
+		o.MaxforkWait = config.Duration(time.Hour)
+	}))
+	w.settle(5, false)
+	for i := 0; i < 20 && w.sv.census().serving < 2; i++ {
+		w.clientArrives()
+		w.after("client")
+		w.settle(1, false)
+	}
+	if c := w.sv.census(); c.serving != 2 {
+		t.Fatalf("%d clients held, want maxfork 2", c.serving)
+	}
+	var last int
+	for i := 0; i < maxQueued+1; i++ {
+		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(sp[1]) })
+		last = sp[1]
+		// As the accept loop would before its pause takes effect.
+		w.sv.accepted(acceptEv{fd: sp[0]})
+	}
+	w.after("burst")
+	if n := len(w.sv.waiting); n != maxQueued {
+		t.Fatalf("%d clients wait in the master, want maxQueued (%d)", n, maxQueued)
+	}
+	if w.sv.shed != 1 {
+		t.Fatalf("shed %d, want the one past maxQueued", w.sv.shed)
+	}
+	// Its fd was closed: the peer reads EOF.
+	unix.SetNonblock(last, true)
+	if n, err := unix.Read(last, make([]byte, 1)); n != 0 || err != nil {
+		t.Fatalf("the client past maxQueued: read %d %v, want EOF", n, err)
+	}
+	w.sv.signal(syscall.SIGTERM)
+	w.after("TERM")
+	if n := len(w.sv.waiting); n == 0 {
+		t.Fatalf("a stop closed the held clients at once")
+	}
+}
