@@ -193,6 +193,11 @@ func (s *Server) track(c net.Conn, add bool) {
 	s.mu.Lock()
 	if add {
 		s.open[c] = struct{}{}
+		if s.ctx.Err() != nil {
+			// Accepted as Close ran, after it closed the open ones: it
+			// would be served until its idle timeout, and Close wait.
+			c.Close()
+		}
 	} else {
 		delete(s.open, c)
 	}
